@@ -1,0 +1,197 @@
+"""The plugin worker: the child-process side of the sandbox.
+
+It is the only process that imports plugin code or touches the GPU. Each
+message from the server gets exactly one answer; any exception from plugin code,
+BaseException included, becomes an error answer instead of ending the process.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import faulthandler
+import importlib
+import logging
+import os
+import pickle
+import signal
+import sys
+import traceback
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+from app.runtime.frames import Frame, InvalidResult, validate_results
+from app.runtime.shm import ReadOnlySegments
+
+logger = logging.getLogger("livetrack.plugin")
+
+MAX_ANSWER_BYTES = 4 * 1024 * 1024
+PR_SET_PDEATHSIG = 1
+
+
+@dataclass(frozen=True)
+class WorkerSpec:
+    name: str
+    folder: str
+    entrypoint: str
+    config: dict[str, Any]
+    requires_gpu: bool
+    gpu_policy: str
+    memory_limit_mb: int
+    log_level: str = "INFO"
+
+
+class DeviceUnavailable(Exception):
+    pass
+
+
+def fault(error_type: str, what: str, fix: str, outcome: str = "failed", tb: str | None = None) -> dict[str, Any]:
+    return {"error_type": error_type, "what": what, "fix": fix, "outcome": outcome, "traceback": tb}
+
+
+def fault_from_exception(exc: BaseException, fix: str) -> dict[str, Any]:
+    what = str(exc) or repr(exc)
+    return fault(type(exc).__name__, what.splitlines()[0][:300], fix, tb=traceback.format_exc())
+
+
+def _cuda_status() -> tuple[bool, str]:
+    try:
+        import torch
+    except ImportError:
+        return False, "torch is not installed"
+    try:
+        if torch.cuda.is_available():
+            return True, ""
+        return False, "torch.cuda.is_available() is False"
+    except Exception as exc:  # a broken driver raises here instead of answering False
+        return False, f"CUDA failed to initialise ({exc})"
+
+
+def resolve_device(spec: WorkerSpec) -> tuple[str, str | None]:
+    """DESIGN 3.7: the device this plugin runs on, and a degraded note when not where it wanted."""
+    if not spec.requires_gpu:
+        return "cpu", None
+    if spec.gpu_policy == "cpu":
+        return "cpu", "running on CPU because the server runs with --gpu-policy cpu"
+    available, why = _cuda_status()
+    if available:
+        return "cuda", None
+    if spec.gpu_policy == "require":
+        raise DeviceUnavailable(f"requires a CUDA GPU but {why}")
+    return "cpu", f"no usable CUDA GPU ({why}); running on CPU, slower"
+
+
+def _cap_gpu_memory(limit_mb: int) -> None:
+    import torch
+
+    total = torch.cuda.get_device_properties(0).total_memory
+    torch.cuda.set_per_process_memory_fraction(min(1.0, limit_mb * 2**20 / total))
+
+
+def _setup_process(spec: WorkerSpec) -> None:
+    faulthandler.enable()
+    if sys.platform == "linux":
+        # The worker must not outlive a server that was killed without cleaning up.
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C goes to the server, which stops us
+    logging.basicConfig(
+        level=spec.log_level,
+        format=f"%(asctime)s %(levelname)s livetrack.plugin:{spec.name}[{os.getpid()}] %(message)s",
+    )
+
+
+def load_plugin(spec: WorkerSpec) -> tuple[Any, dict[str, Any]]:
+    """Import and construct the plugin; return it and the `ready` answer (or None and a fault)."""
+    fix = f"fix the plugin, then restart with POST /v1/plugins/{spec.name}/restart"
+    try:
+        device, degraded = resolve_device(spec)
+    except DeviceUnavailable as exc:
+        fix_gpu = "run on a GPU host, or start with --gpu-policy auto to run on CPU"
+        return None, {"op": "load_failed", "fault": fault("RuntimeError", str(exc), fix_gpu, "unavailable")}
+    module_name, class_name = spec.entrypoint.split(":", 1)
+    sys.path.insert(0, spec.folder)
+    try:
+        if device == "cuda":
+            _cap_gpu_memory(spec.memory_limit_mb)
+        module = importlib.import_module(module_name)
+        plugin_class = getattr(module, class_name)
+        plugin = plugin_class(device, dict(spec.config))
+    except ModuleNotFoundError as exc:
+        # Declared dependencies were checked before the worker started: this one is undeclared.
+        missing = (exc.name or "?").split(".")[0]
+        if not (Path(spec.folder) / missing).exists() and missing != module_name:
+            fix = f"install it with: pip install {missing}, list it in the manifest's dependencies, then restart"
+        return None, {"op": "load_failed", "fault": fault_from_exception(exc, fix)}
+    except BaseException as exc:  # plugin code: contain everything, SystemExit included
+        return None, {"op": "load_failed", "fault": fault_from_exception(exc, fix)}
+    return plugin, {"op": "ready", "device": device, "degraded": degraded}
+
+
+def process_frames(plugin: Any, segments: ReadOnlySegments, message: dict[str, Any], name: str) -> dict[str, Any]:
+    for retired in message.get("retired", ()):
+        segments.release(retired)
+    frames = [
+        Frame(f["session_id"], f["index"], f["pts"], segments.view(f["slot"], tuple(f["shape"])), f["options"])
+        for f in message["frames"]
+    ]
+    fix = f"fix the plugin; it restarts automatically, or with POST /v1/plugins/{name}/restart"
+    try:
+        results = validate_results(plugin.process(frames), len(frames))
+    except InvalidResult as exc:
+        return {"op": "error", "fault": fault("ValueError", f"invalid result: {exc}", fix)}
+    except BaseException as exc:  # plugin code
+        first = frames[0] if frames else None
+        answer = fault_from_exception(exc, fix)
+        if first is not None:
+            answer["what"] += f" (frame {first.index} of session {first.session_id})"
+        return {"op": "error", "fault": answer}
+    finally:
+        del frames
+    return {"op": "result", "results": results}
+
+
+def end_session(plugin: Any, session_id: str) -> dict[str, Any]:
+    hook = getattr(plugin, "end_session", None)
+    if hook is None:
+        return {"op": "ok"}
+    try:
+        hook(session_id)
+    except BaseException as exc:  # plugin code; a failing cleanup is logged, not fatal
+        logger.warning("end_session(%s) raised %r", session_id, exc)
+    return {"op": "ok"}
+
+
+def _send(conn: Connection, answer: dict[str, Any]) -> None:
+    payload = pickle.dumps(answer, protocol=pickle.HIGHEST_PROTOCOL)
+    if len(payload) > MAX_ANSWER_BYTES:
+        what = f"the answer is {len(payload)} bytes, over the {MAX_ANSWER_BYTES} byte limit"
+        payload = pickle.dumps({"op": "error", "fault": fault("ValueError", what, "return fewer tracks")})
+    conn.send_bytes(payload)
+
+
+def worker_main(spec: WorkerSpec, conn: Connection) -> None:
+    """Entry point of the spawned process."""
+    _setup_process(spec)
+    plugin, answer = load_plugin(spec)
+    _send(conn, answer)
+    if plugin is None:
+        return
+    logger.info("ready on %s", answer["device"])
+    segments = ReadOnlySegments()
+    try:
+        while True:
+            try:
+                message = pickle.loads(conn.recv_bytes())
+            except EOFError:
+                return  # the server closed its end
+            op = message["op"]
+            if op == "process":
+                _send(conn, process_frames(plugin, segments, message, spec.name))
+            elif op == "end_session":
+                _send(conn, end_session(plugin, message["session_id"]))
+            elif op == "stop":
+                return
+    finally:
+        segments.close()
