@@ -15,10 +15,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from app.config import DEFAULT_PLUGINS_DIR, GPU_POLICIES  # noqa: E402
-from app.runtime.runtime import PluginRuntime  # noqa: E402
+from app.config import DEFAULT_PLUGINS_DIR, GPU_POLICIES
+from app.runtime.runtime import PluginRuntime
 
 
 async def audit(plugin_dirs: list[Path], gpu_policy: str, timeout_s: float) -> list[dict[str, Any]]:

@@ -14,7 +14,6 @@ import asyncio
 import importlib.util
 import json
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -22,11 +21,9 @@ from typing import Any
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from app.runtime.frames import Frame, FrameInput  # noqa: E402
-from app.runtime.manifest import read_manifest  # noqa: E402
-from app.runtime.sandbox import Load, PluginWorker, Process, run_plugin_sandboxed  # noqa: E402
+from app.runtime.frames import Frame, FrameInput
+from app.runtime.manifest import read_manifest
+from app.runtime.sandbox import Load, PluginWorker, Process, run_plugin_sandboxed
 
 NOOP = """
 class Plugin:
@@ -104,10 +101,8 @@ def main() -> None:
     report["extra_p99_ms"] = round(report["worker"]["p99_ms"] - report["in_process"]["p99_ms"], 4)
     report["ratio_median"] = round(report["worker"]["median_ms"] / max(report["in_process"]["median_ms"], 1e-6), 1)
     print(f"no-op plugin, {args.frames} frames of 640x480 RGB")
-    print(
-        f"  in-process   median {report['in_process']['median_ms']:.4f} ms   p99 {report['in_process']['p99_ms']:.4f} ms"
-    )
-    print(f"  via worker   median {report['worker']['median_ms']:.4f} ms   p99 {report['worker']['p99_ms']:.4f} ms")
+    for label, key in (("in-process", "in_process"), ("via worker", "worker")):
+        print(f"  {label:<12} median {report[key]['median_ms']:.4f} ms   p99 {report[key]['p99_ms']:.4f} ms")
     print(
         f"  extra        median {report['extra_median_ms']:.4f} ms   p99 {report['extra_p99_ms']:.4f} ms"
         f"   (target: under 1 ms at the median)"
