@@ -185,7 +185,13 @@ class PluginSupervisor:
             self._wakeup.clear()
             while self._pending:
                 batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
-                await self._run_batch(batch)
+                try:
+                    await self._run_batch(batch)
+                except Exception:  # a bug here must not leave every later frame waiting forever
+                    logger.exception("plugin %s: dispatching a batch failed", self.name)
+                    for pending in batch:
+                        if not pending.answer.done():
+                            pending.answer.set_result(SandboxResult.failure(self.not_ready_fault(), 0.0))
 
     async def _run_batch(self, batch: list[_Pending]) -> None:
         worker = self._worker
