@@ -15,6 +15,7 @@ ENTRYPOINT_PATTERN = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*")
 MANIFEST_FILE = "manifest.json"
 MAX_MANIFEST_BYTES = 256 * 1024
 DEFAULT_TIMEOUT_MS = 1000
+DEFAULT_LOAD_TIMEOUT_MS = 120_000
 DEFAULT_MEMORY_LIMIT_MB = 4096
 
 
@@ -40,6 +41,7 @@ class Manifest:
     dependencies: tuple[str, ...] = ()
     models: tuple[ModelFile, ...] = ()
     timeout_ms: int = DEFAULT_TIMEOUT_MS
+    load_timeout_ms: int = DEFAULT_LOAD_TIMEOUT_MS
     memory_limit_mb: int = DEFAULT_MEMORY_LIMIT_MB
     config: dict[str, Any] = field(default_factory=dict)
 
@@ -124,6 +126,7 @@ def parse_manifest(data: Any, folder: Path) -> Manifest:
         dependencies=_dependencies(data.get("dependencies", [])),
         models=_models(data.get("models", {})),
         timeout_ms=_positive_int(data, "timeout_ms", DEFAULT_TIMEOUT_MS, 600_000),
+        load_timeout_ms=_positive_int(data, "load_timeout_ms", DEFAULT_LOAD_TIMEOUT_MS, 3_600_000),
         memory_limit_mb=_positive_int(data, "memory_limit_mb", DEFAULT_MEMORY_LIMIT_MB, 1_048_576),
         config=config,
     )

@@ -29,8 +29,8 @@ from app.runtime.worker import WorkerSpec, worker_main
 
 logger = logging.getLogger(__name__)
 
-LOAD_TIMEOUT_S = 300.0
 STOP_TIMEOUT_S = 3.0
+LOADING = "loading the plugin"
 MEMORY_POLL_S = 0.1
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 _spawn = multiprocessing.get_context("spawn")
@@ -261,23 +261,24 @@ class PluginWorker:
         try:
             return await asyncio.wait_for(asyncio.shield(self._answer), timeout_s)
         except TimeoutError:
-            return await self._timed_out()
+            return await self._timed_out(timeout_s)
 
-    async def _timed_out(self) -> dict[str, Any]:
+    async def _timed_out(self, timeout_s: float) -> dict[str, Any]:
         assert self._answer is not None
+        setting = "load_timeout_ms" if self._current == LOADING else "timeout_ms"
         self.kill(
             PluginFault(
                 "TimeoutError",
-                f"no answer within {self.manifest.timeout_ms} ms while {self._current}; worker killed",
-                "raise timeout_ms in manifest.json or fix the plugin",
+                f"no answer within {timeout_s * 1000:.0f} ms while {self._current}; worker killed",
+                f"raise {setting} in manifest.json or fix the plugin",
             )
         )
         return await self._answer  # the sentinel answers it with the kill fault
 
     async def load(self) -> dict[str, Any]:
         await self._spawn()
-        self._current = "loading the plugin"
-        return await self._exchange(None, LOAD_TIMEOUT_S)
+        self._current = LOADING
+        return await self._exchange(None, self.manifest.load_timeout_ms / 1000)
 
     async def process(self, frames: Sequence[FrameInput]) -> dict[str, Any]:
         slots = self._slots.fill([frame.image for frame in frames])

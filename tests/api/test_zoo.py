@@ -24,6 +24,12 @@ LOAD_FAILURES = {
     "bad_manifest_fields": ("FAILED", "ValueError: invalid manifest: 'timeout_ms' must be a whole number"),
     "init_raises": ("FAILED", "RuntimeError: detector weights are corrupt (fix the plugin"),
     "init_exit": ("FAILED", "SystemExit: no config (fix the plugin"),
+    "init_hangs": (
+        "FAILED",
+        "TimeoutError: no answer within 1500 ms while loading the plugin; worker killed (raise load_timeout_ms",
+    ),
+    "init_segfault": ("FAILED", "WorkerCrashed: worker exited with signal SIGSEGV while loading the plugin"),
+    "syntax_error": ("FAILED", "SyntaxError: "),
 }
 
 FRAME_FAILURES = {
