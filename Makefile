@@ -24,6 +24,7 @@ lint: $(INSTALLED)
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
+	for plugin in plugins/*/; do $(VENV)/bin/mypy --strict $$plugin || exit 1; done
 
 format: $(INSTALLED)
 	$(VENV)/bin/ruff format .
@@ -33,7 +34,7 @@ bench: $(INSTALLED)
 	$(PY) scripts/bench_sandbox.py
 	$(PY) scripts/bench_tracking.py --quick
 	$(PY) scripts/bench_stream.py --quick
-	$(PY) scripts/bench_health.py --quick
+	$(PY) scripts/bench_health.py
 
 audit: $(INSTALLED)
 	$(PY) scripts/audit_plugins.py

@@ -24,6 +24,8 @@ def main(argv: list[str] | None = None) -> None:
         port=settings.port,
         log_level=settings.log_level.lower(),
         ws_max_size=64 * 1024,
+        # A health subscriber that never reads would otherwise hold shutdown forever.
+        timeout_graceful_shutdown=10,
     )
 
 

@@ -9,39 +9,29 @@ from pathlib import Path
 from typing import Any
 
 from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import JSONResponse
-from starlette.routing import BaseRoute, Mount, Route
+from starlette.routing import BaseRoute, Mount
 from starlette.staticfiles import StaticFiles
 
-from app.api import plugins
+from app.api import health_ws, metrics, plugins, service, sessions, webrtc
 from app.api.errors import EXCEPTION_HANDLERS
 from app.config import Settings
-from app.runtime.registry import PluginState
+from app.health.hub import HealthHub
 from app.runtime.runtime import PluginRuntime
+from app.stream.sessions import SessionManager
 
 logger = logging.getLogger(__name__)
 
 STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
 
 
-async def healthz(request: Request) -> JSONResponse:
-    return JSONResponse({"status": "ok"})
-
-
-async def readyz(request: Request) -> JSONResponse:
-    runtime: PluginRuntime = request.state.runtime
-    pending = [h["name"] for h in runtime.registry.list() if h["state"] == PluginState.LOADED.value]
-    if pending:
-        return JSONResponse({"ready": False, "pending": pending}, status_code=503)
-    return JSONResponse({"ready": True, "pending": []})
-
-
 def build_routes() -> list[BaseRoute]:
     return [
-        Route("/healthz", healthz, methods=["GET"]),
-        Route("/readyz", readyz, methods=["GET"]),
+        *service.routes(),
+        *metrics.routes(),
         *plugins.routes(),
+        *webrtc.routes(),
+        *sessions.routes(),
+        *health_ws.routes(),
         Mount("/", app=StaticFiles(directory=STATIC_DIR, html=True, check_dir=False), name="static"),
     ]
 
@@ -53,7 +43,13 @@ def create_app(settings: Settings) -> Starlette:
         runtime.start()
         logger.info("serving; %d plugins loading in the background", len(runtime.registry.names()))
         try:
-            yield {"settings": settings, "runtime": runtime}
+            session_manager = SessionManager(settings, runtime)
+            session_manager.start()
+            health = HealthHub(runtime.registry, session_manager)
+            try:
+                yield {"settings": settings, "runtime": runtime, "health": health, "sessions": session_manager}
+            finally:
+                await session_manager.close()  # sessions end before the plugin workers they use
         finally:
             await runtime.close()
 

@@ -50,6 +50,7 @@ class LiveServer:
             log_level="warning",
             ws_max_size=64 * 1024,
             lifespan="on",
+            timeout_graceful_shutdown=10,
         )
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, name="live-server", daemon=True)

@@ -96,6 +96,7 @@ class PluginRecord:
     reason: str | None = None
     device: str | None = None
     degraded: str | None = None
+    worker_pid: int | None = None
     last_traceback: str | None = None
     initialized_at: float | None = None
     last_used: float | None = None
@@ -120,6 +121,7 @@ class PluginRecord:
             "requires_gpu": self.requires_gpu,
             "device": self.device,
             "degraded": self.degraded,
+            "worker_pid": self.worker_pid,
             "uptime_seconds": round(time.monotonic() - self.initialized_at, 3)
             if running and self.initialized_at is not None
             else None,
@@ -180,7 +182,7 @@ class Subscription:
             return None
         return self._events.popleft()
 
-    def discard(self) -> None:
+    def clear(self) -> None:
         """Drop queued events and a pending overflow: the consumer is sending a snapshot that covers them."""
         self._events.clear()
         self.overflowed = False
@@ -244,6 +246,7 @@ class PluginRegistry:
         record.reason = reason
         if new in (S.LOADED, S.FAILED, S.UNAVAILABLE):
             record.initialized_at = None
+            record.worker_pid = None
         if new is S.LOADED:
             record.last_traceback = None
         log = logger.warning if new in (S.FAILED, S.UNAVAILABLE) else logger.info
@@ -259,8 +262,11 @@ class PluginRegistry:
             record.restarts += 1
         self._transition(name, S.LOADED)
 
-    def mark_initialized(self, name: str, *, device: str, degraded: str | None = None) -> None:
+    def mark_initialized(
+        self, name: str, *, device: str, degraded: str | None = None, worker_pid: int | None = None
+    ) -> None:
         record = self.get(name)
+        record.worker_pid = worker_pid
         record.device = device
         record.degraded = degraded
         record.initialized_at = time.monotonic()

@@ -251,7 +251,7 @@ class PluginWorker:
     async def _exchange(self, message: dict[str, Any] | None, timeout_s: float) -> dict[str, Any]:
         """Send one message and wait for its answer; raise _WorkerGone when the worker dies."""
         loop = asyncio.get_running_loop()
-        self._answer = loop.create_future()
+        answer = self._answer = loop.create_future()
         if message is not None:
             assert self._conn is not None
             try:
@@ -259,9 +259,13 @@ class PluginWorker:
             except OSError:
                 pass  # the sentinel is about to report the death
         try:
-            return await asyncio.wait_for(asyncio.shield(self._answer), timeout_s)
+            return await asyncio.wait_for(asyncio.shield(answer), timeout_s)
         except TimeoutError:
             return await self._timed_out(timeout_s)
+        finally:
+            # A caller that was cancelled leaves no answer behind for a later death to fail.
+            if not answer.done():
+                answer.cancel()
 
     async def _timed_out(self, timeout_s: float) -> dict[str, Any]:
         assert self._answer is not None

@@ -94,7 +94,9 @@ class PluginSupervisor:
                 return
             if result.ok:
                 answer = result.result
-                self._registry.mark_initialized(self.name, device=answer["device"], degraded=answer.get("degraded"))
+                self._registry.mark_initialized(
+                    self.name, device=answer["device"], degraded=answer.get("degraded"), worker_pid=worker.pid
+                )
                 return
             assert result.fault is not None
             await worker.stop()
@@ -184,6 +186,9 @@ class PluginSupervisor:
             await self._wakeup.wait()
             self._wakeup.clear()
             while self._pending:
+                # One loop turn first: sessions answered by the last batch hand in their next
+                # frame now and join this batch, instead of alternating one-frame batches.
+                await asyncio.sleep(0)
                 batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
                 try:
                     await self._run_batch(batch)

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import hashlib
+import subprocess
 import sys
 from pathlib import Path
 
 from app.runtime.checks import check_dependency, check_model, check_plugin
 from app.runtime.errors import Outcome
 from app.runtime.manifest import ModelFile, parse_manifest
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_installed_dependency_passes() -> None:
@@ -31,10 +34,18 @@ def test_wrong_version_names_both_versions() -> None:
     assert fault.reason.endswith("(install with: pip install numpy<1.0)")
 
 
-def test_checks_do_not_import_the_package() -> None:
-    assert "motmetrics" not in sys.modules
-    assert check_dependency("motmetrics") is None
-    assert "motmetrics" not in sys.modules
+def test_checks_do_not_import_the_package_nor_initialise_cuda() -> None:
+    # In a fresh interpreter: this test process may have imported torch for other tests.
+    probe = (
+        "import sys; from pathlib import Path\n"
+        "from app.runtime.checks import check_plugin\n"
+        "from app.runtime.manifest import read_manifest\n"
+        "assert check_plugin(read_manifest(Path('plugins/videotracker'))) is None\n"
+        "leaked = {'torch', 'torchvision', 'facenet_pytorch'} & set(sys.modules)\n"
+        "assert not leaked, leaked\n"
+    )
+    result = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
 
 
 def test_model_files(tmp_path: Path) -> None:

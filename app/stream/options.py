@@ -1,0 +1,77 @@
+"""Per-session client options: overlay toggles, `min_score`, plugin choice, and plugin options.
+
+The same rules apply to the offer's `options` and to `options` messages on the
+data channel. Overlay keys are checked here; every other key is the plugin's
+business and reaches it untouched as `Frame.options` (the overlay keys too, so a
+plugin can use `min_score` as its own threshold).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from app.stream.annotate import OverlayOptions
+
+OVERLAY_FLAGS = ("boxes", "labels", "ids")
+MAX_OPTION_KEYS = 64
+MAX_OPTIONS_BYTES = 8 * 1024
+# Keys of an `options` message that are about the message or the session, not the plugin.
+NOT_FOR_PLUGIN = ("type", "plugin")
+
+
+class OptionsError(ValueError):
+    """Options a client sent that cannot be used; the message names the key and the value."""
+
+
+@dataclass(frozen=True)
+class SessionOptions:
+    overlay: OverlayOptions = OverlayOptions()
+    plugin_options: dict[str, Any] = field(default_factory=dict)
+
+
+def _flag(key: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise OptionsError(f"option {key!r} must be true or false, got {json.dumps(value)[:80]}")
+    return value
+
+
+def _min_score(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise OptionsError(f"option 'min_score' must be a number within 0..1, got {json.dumps(value)[:80]}")
+    if not 0.0 <= value <= 1.0:
+        raise OptionsError(f"option 'min_score' must be within 0..1, got {value}")
+    return float(value)
+
+
+def requested_plugin(raw: dict[str, Any]) -> str | None:
+    """The `plugin` an options object asks for, or None; OptionsError when it is not a name."""
+    plugin = raw.get("plugin")
+    if plugin is not None and (not isinstance(plugin, str) or not plugin):
+        raise OptionsError(f"option 'plugin' must be a plugin name, got {json.dumps(plugin)[:80]}")
+    return plugin
+
+
+def merge_options(current: SessionOptions, raw: Any) -> SessionOptions:
+    """`current` updated with the keys of `raw` (a JSON object); OptionsError names the first bad key."""
+    if not isinstance(raw, dict):
+        raise OptionsError(f"options must be a JSON object, got {type(raw).__name__}")
+    overlay = current.overlay
+    for key in OVERLAY_FLAGS:
+        if key in raw:
+            overlay = replace(overlay, **{key: _flag(key, raw[key])})
+    if "min_score" in raw:
+        overlay = replace(overlay, min_score=_min_score(raw["min_score"]))
+    requested_plugin(raw)
+    plugin_options = {**current.plugin_options, **{k: v for k, v in raw.items() if k not in NOT_FOR_PLUGIN}}
+    if len(plugin_options) > MAX_OPTION_KEYS:
+        raise OptionsError(f"at most {MAX_OPTION_KEYS} option keys are kept, got {len(plugin_options)}")
+    try:
+        size = len(json.dumps(plugin_options, allow_nan=False))
+    except (TypeError, ValueError) as exc:
+        raise OptionsError(f"options must be plain JSON ({exc})") from None
+    if size > MAX_OPTIONS_BYTES:
+        raise OptionsError(f"options take {size} bytes as JSON; at most {MAX_OPTIONS_BYTES} are kept")
+    return SessionOptions(overlay, plugin_options)

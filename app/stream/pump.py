@@ -1,0 +1,189 @@
+"""The per-session frame pump of DESIGN 1: read, keep the newest, track, draw, send.
+
+Three parts run side by side, and none waits on another:
+
+- the reader task calls the peer's `track.recv()` back to back, so aiortc's own
+  (unbounded) receive queue stays empty, and puts each frame in two size-1 slots;
+- the tracker task takes the newest frame from its slot and hands it to the
+  session's tracker (the plugin, in its worker); a frame replaced in the slot
+  before it was taken was never processed and is counted as dropped;
+- the output track (`AnnotatedTrack`) is what the encoder reads: each `recv()`
+  returns the next newest input frame with the newest tracks drawn on it, so the
+  output keeps the input's frame rate whatever the plugin's speed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+from av import VideoFrame
+
+from app.stream.annotate import OverlayOptions, annotate
+from app.stream.stats import SessionStats
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class InputFrame:
+    """A frame as received: its index in the session (from 0) and when it arrived (monotonic)."""
+
+    index: int
+    frame: VideoFrame
+    received_at: float
+
+
+# The session's tracker: the tracks for a frame, or None when it was not processed
+# (plugin not usable, the frame failed, or the session switched plugins meanwhile).
+Tracker = Callable[[InputFrame], Awaitable[list[dict[str, Any]] | None]]
+
+
+class LatestFrameSlot(Generic[T]):
+    """Holds at most one item: a put replaces an unread one (newest wins), never queues."""
+
+    def __init__(self) -> None:
+        self._item: T | None = None
+        self._ready = asyncio.Event()
+        self._closed = False
+
+    def put(self, item: T) -> bool:
+        """Store `item`; True when it replaced an item nobody took."""
+        if self._closed:
+            return False
+        replaced = self._item is not None
+        self._item = item
+        self._ready.set()
+        return replaced
+
+    async def get(self) -> T | None:
+        """The newest item, waiting for one; None once the slot is closed."""
+        while self._item is None and not self._closed:
+            self._ready.clear()
+            await self._ready.wait()
+        item, self._item = self._item, None
+        return None if self._closed else item
+
+    def close(self) -> None:
+        """Wake every waiter with None and drop the held frame (its buffer goes with it)."""
+        self._closed = True
+        self._item = None
+        self._ready.set()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+
+class AnnotatedTrack(MediaStreamTrack):
+    """The video sent back: every newest input frame, with the newest tracks drawn."""
+
+    kind = "video"
+
+    def __init__(self, pump: FramePump) -> None:
+        super().__init__()
+        self._pump = pump
+
+    async def recv(self) -> VideoFrame:
+        if self.readyState != "live":
+            raise MediaStreamError
+        entry = await self._pump.outgoing.get()
+        if entry is None:
+            self.stop()
+            raise MediaStreamError
+        frame = annotate(entry.frame, self._pump.tracks, self._pump.overlay())
+        self._pump.stats.frame_out(entry.received_at, time.monotonic())
+        return frame
+
+    def stop(self) -> None:
+        # aiortc's sender stops its track when the peer connection closes; the
+        # frame held for the encoder is released with the slot.
+        super().stop()
+        self._pump.outgoing.close()
+
+
+class FramePump:
+    def __init__(
+        self,
+        label: str,
+        source: MediaStreamTrack,
+        tracker: Tracker,
+        overlay: Callable[[], OverlayOptions],
+        stats: SessionStats,
+        on_end: Callable[[str], None],
+    ) -> None:
+        self._label = label
+        self._source = source
+        self._tracker = tracker
+        self.overlay = overlay
+        self.stats = stats
+        self._on_end = on_end
+        self.to_track: LatestFrameSlot[InputFrame] = LatestFrameSlot()
+        self.outgoing: LatestFrameSlot[InputFrame] = LatestFrameSlot()
+        self.tracks: list[dict[str, Any]] = []
+        self.output = AnnotatedTrack(self)
+        self._reader: asyncio.Task[None] | None = None
+        self._tracking: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._reader = asyncio.create_task(self._read(), name=f"{self._label}:reader")
+        self._tracking = asyncio.create_task(self._track(), name=f"{self._label}:tracker")
+
+    def clear_tracks(self) -> None:
+        """Draw nothing until the next processed frame (plugin failed or switched)."""
+        self.tracks = []
+
+    async def _read(self) -> None:
+        reason = "the peer's video track ended"
+        try:
+            while True:
+                frame = await self._source.recv()
+                if not isinstance(frame, VideoFrame):
+                    continue  # a remote video track only yields decoded frames; anything else is not ours to draw
+                now = time.monotonic()
+                entry = InputFrame(self.stats.frame_in(now), frame, now)
+                if self.to_track.put(entry):
+                    self.stats.frames_dropped += 1
+                self.outgoing.put(entry)
+        except MediaStreamError:
+            pass  # the normal end of a remote track (aiortc puts None in its queue)
+        except Exception:
+            # A bug, not a peer's doing: log it with its traceback and end the session cleanly.
+            logger.exception("session %s: frame reader failed", self._label)
+            reason = "the server failed to read the video; see its log"
+        self._on_end(reason)
+
+    async def _track(self) -> None:
+        try:
+            while (entry := await self.to_track.get()) is not None:
+                tracks = await self._tracker(entry)
+                if tracks is None:
+                    self.stats.frames_dropped += 1
+                    self.tracks = []
+                else:
+                    self.stats.frames_processed += 1
+                    self.tracks = tracks
+        except Exception:
+            # The tracker never raises for a plugin's fault (the sandbox answers every call),
+            # so this is a server bug: log it and end the session rather than stream untracked.
+            logger.exception("session %s: tracker failed", self._label)
+            self._on_end("the server failed to track the video; see its log")
+
+    async def stop(self) -> None:
+        """Cancel both tasks, wait for them, free both slots; idempotent."""
+        self.to_track.close()
+        self.outgoing.close()
+        self.output.stop()
+        tasks = [t for t in (self._reader, self._tracking) if t is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._reader = self._tracking = None
+        self.tracks = []

@@ -1,0 +1,329 @@
+"""Session: one browser's WebRTC peer connection, its frame pump, data channel and overlay feeds (DESIGN 4.3)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from aiortc import RTCConfiguration, RTCDataChannel, RTCIceServer, RTCPeerConnection, RTCSessionDescription
+from aiortc.mediastreams import MediaStreamTrack
+
+from app.runtime.frames import FrameInput
+from app.runtime.registry import PluginState, utc_iso
+from app.runtime.runtime import PluginRuntime
+from app.stream.annotate import OverlayOptions, above
+from app.stream.feeds import TrackFeed
+from app.stream.ice import offered_addresses
+from app.stream.options import OptionsError, SessionOptions, merge_options, requested_plugin
+from app.stream.pump import FramePump, InputFrame
+from app.stream.stats import SessionStats
+
+logger = logging.getLogger(__name__)
+
+TRACKS_CHANNEL = "tracks"
+MAX_MESSAGE_BYTES = 16 * 1024
+# Past this many bytes waiting in the data channel (a client that stopped reading),
+# tracks messages are skipped instead of piling up in aiortc's unbounded SCTP queue.
+MAX_CHANNEL_BUFFER = 1 << 20
+CLOSE_TIMEOUT_S = 5.0
+USABLE = (PluginState.INITIALIZED.value, PluginState.RUNNING.value)
+
+
+class OfferError(ValueError):
+    """An offer that cannot become a session (400); the message says what to change."""
+
+
+class _MessageError(ValueError):
+    """A data channel message that cannot be used; answered with an `error` message."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class Session:
+    def __init__(
+        self,
+        session_id: str,
+        plugin: str,
+        options: SessionOptions,
+        runtime: PluginRuntime,
+        ice_servers: list[RTCIceServer],
+        on_closed: Callable[[Session], None],
+    ) -> None:
+        self.session_id = session_id
+        self.plugin = plugin
+        self.options = options
+        self.created_at = time.time()
+        self.created_monotonic = time.monotonic()
+        self.stats = SessionStats()
+        self.closed = False
+        self.close_reason: str | None = None
+        self.pc = RTCPeerConnection(RTCConfiguration(iceServers=ice_servers))
+        self._runtime = runtime
+        self._on_closed = on_closed
+        self._pump: FramePump | None = None
+        self._channel: RTCDataChannel | None = None
+        self._feeds: set[TrackFeed] = set()
+        self._endings: set[asyncio.Task[None]] = set()
+        self._close_task: asyncio.Task[None] | None = None
+        self._generation = 0  # bumped on a plugin switch: results of the old plugin are discarded
+        self._last_status: tuple[str, str | None] | None = None
+        self.pc.on("track", self._on_track)
+        self.pc.on("datachannel", self._on_datachannel)
+        self.pc.on("connectionstatechange", self._on_connection_state)
+        self._plugin_started(plugin)
+
+    # -- signalling -------------------------------------------------------------------
+    async def answer(self, sdp: str, addresses: tuple[str, ...]) -> str:
+        """Apply the client's offer and return the answer SDP (with its host candidates)."""
+        try:
+            await self.pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
+        except Exception as exc:  # aiortc rejects bad SDP with ValueError, AssertionError, KeyError...
+            what = f"{type(exc).__name__}: {str(exc)[:200]}"
+            raise OfferError(f"malformed SDP offer ({what}); send the SDP of an RTCPeerConnection offer") from None
+        if self._pump is None:
+            raise OfferError("the offer sends no video; add a video track (sendrecv, or sendonly for tracks only)")
+        try:
+            answer = await self.pc.createAnswer()
+            with offered_addresses(addresses):
+                await self.pc.setLocalDescription(answer)
+        except Exception as exc:  # an offer aiortc accepted but cannot answer (e.g. no codec in common)
+            what = f"{type(exc).__name__}: {str(exc)[:200]}"
+            raise OfferError(f"the offer cannot be answered ({what}); offer VP8 or H.264 video") from None
+        return str(self.pc.localDescription.sdp)
+
+    def _on_track(self, track: MediaStreamTrack) -> None:
+        if track.kind != "video" or self._pump is not None:
+            # Only the first video track is tracked. Refusing the others keeps aiortc from
+            # decoding into receive queues nobody reads.
+            for transceiver in self.pc.getTransceivers():
+                if transceiver.receiver.track is track:
+                    transceiver.direction = "inactive"
+            return
+        self._pump = FramePump(self.session_id, track, self.track, self.overlay, self.stats, self.request_close)
+        self.pc.addTrack(self._pump.output)
+        self._pump.start()
+
+    def _on_connection_state(self) -> None:
+        state = self.pc.connectionState
+        logger.debug("session %s: peer connection %s", self.session_id, state)
+        if state in ("failed", "closed"):
+            self.request_close(f"the peer connection {state}")
+
+    # -- tracking ---------------------------------------------------------------------
+    def overlay(self) -> OverlayOptions:
+        return self.options.overlay
+
+    async def track(self, entry: InputFrame) -> list[dict[str, Any]] | None:
+        """Run the session's plugin on one frame; None when it was not processed."""
+        generation, plugin = self._generation, self.plugin
+        supervisor = self._runtime.supervisor(plugin)
+        if supervisor is None or not supervisor.usable:
+            return None
+        # rgb24 conversion: about 0.3 ms for 640x480 (measured by scripts/bench_stream.py).
+        image = entry.frame.to_ndarray(format="rgb24")
+        pts = entry.frame.pts or 0
+        result = await supervisor.process(
+            FrameInput(self.session_id, entry.index, pts, image, self.options.plugin_options)
+        )
+        if generation != self._generation or self.closed or not result.ok:
+            return None  # a failure reaches the client as a status message from the registry
+        tracks = above(result.result["tracks"], self.options.overlay.min_score)
+        latency_ms = (time.monotonic() - entry.received_at) * 1000
+        self._publish(
+            {
+                "type": "tracks",
+                "frame": entry.index,
+                "pts": pts,
+                "plugin": plugin,
+                "tracks": tracks,
+                "latency_ms": round(latency_ms, 3),
+            }
+        )
+        return tracks
+
+    def _publish(self, message: dict[str, Any]) -> None:
+        if not self._feeds and not self._channel_open():
+            return
+        text = json.dumps(message)
+        self._send(text)
+        for feed in self._feeds:
+            feed.put(text)
+
+    # -- data channel -----------------------------------------------------------------
+    def _on_datachannel(self, channel: RTCDataChannel) -> None:
+        if channel.label != TRACKS_CHANNEL or self._channel is not None:
+            return
+        self._channel = channel
+        channel.on("message", self._on_message)
+        self.send_status()
+
+    def _channel_open(self) -> bool:
+        return self._channel is not None and self._channel.readyState == "open"
+
+    def _send(self, text: str) -> None:
+        channel = self._channel
+        if channel is not None and channel.readyState == "open" and channel.bufferedAmount < MAX_CHANNEL_BUFFER:
+            channel.send(text)
+
+    def _on_message(self, message: str | bytes) -> None:
+        try:
+            self._apply_message(message)
+        except _MessageError as exc:
+            self._send(json.dumps({"type": "error", "code": exc.code, "message": str(exc)}))
+        except OptionsError as exc:
+            self._send(json.dumps({"type": "error", "code": "invalid_options", "message": str(exc)}))
+
+    def _apply_message(self, message: str | bytes) -> None:
+        if isinstance(message, bytes):
+            raise _MessageError(
+                "invalid_message", 'binary messages are not accepted; send JSON text: {"type": "options", ...}'
+            )
+        if len(message) > MAX_MESSAGE_BYTES:
+            raise _MessageError(
+                "message_too_large",
+                f"the message is {len(message)} characters; at most {MAX_MESSAGE_BYTES} are accepted",
+            )
+        try:
+            raw = json.loads(message)
+        except ValueError:
+            raise _MessageError("invalid_message", f"the message is not JSON: {message[:80]!r}") from None
+        if not isinstance(raw, dict) or raw.get("type") != "options":
+            kind = raw.get("type") if isinstance(raw, dict) else type(raw).__name__
+            raise _MessageError(
+                "invalid_message", f'unknown message type {json.dumps(kind)[:80]}; the only one accepted is "options"'
+            )
+        plugin = requested_plugin(raw)
+        if plugin is not None and plugin not in self._runtime.registry:
+            raise _MessageError("plugin_not_found", f"no plugin named {plugin[:100]!r}; GET /v1/plugins lists them")
+        self.options = merge_options(self.options, raw)
+        if plugin is not None and plugin != self.plugin:
+            self._switch_plugin(plugin)
+
+    def _switch_plugin(self, plugin: str) -> None:
+        old = self.plugin
+        logger.info("session %s: plugin %s -> %s", self.session_id, old, plugin)
+        self._plugin_started(plugin)
+        self.plugin = plugin
+        self._generation += 1
+        if self._pump is not None:
+            self._pump.clear_tracks()
+        self.send_status()
+        self._end_plugin(old)
+
+    # -- plugin state -----------------------------------------------------------------
+    def plugin_state_changed(self, health: dict[str, Any]) -> None:
+        """A registry state event (its health object) for this session's plugin."""
+        if health["state"] not in USABLE and self._pump is not None:
+            self._pump.clear_tracks()  # pass the video through unannotated at once
+        self.send_status(health)
+
+    def send_status(self, health: dict[str, Any] | None = None) -> None:
+        """Tell the client the plugin's state (the current one when `health` is None), once per change."""
+        if health is None:
+            record = self._runtime.registry.get(self.plugin)
+            status = (record.state.value, record.reason)
+        else:
+            status = (health["state"], health["reason"])
+        if status == self._last_status or not self._channel_open():
+            return
+        self._last_status = status
+        self._send(json.dumps({"type": "status", "state": status[0], "reason": status[1]}))
+
+    def _plugin_started(self, plugin: str) -> None:
+        supervisor = self._runtime.supervisor(plugin)
+        if supervisor is not None:
+            supervisor.session_started()
+        else:  # a plugin with an invalid manifest has no supervisor; the registry still counts it
+            self._runtime.registry.session_started(plugin)
+
+    def _end_plugin(self, plugin: str) -> None:
+        supervisor = self._runtime.supervisor(plugin)
+        if supervisor is None:
+            self._runtime.registry.session_ended(plugin)
+            return
+        # Awaited, never cancelled, by close(): the worker drops this session's tracker state.
+        self._spawn_ending(supervisor.session_ended(self.session_id))
+
+    def _spawn_ending(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(work, name=f"session-end:{self.session_id}")
+        self._endings.add(task)
+        task.add_done_callback(self._endings.discard)
+
+    # -- overlay consumers ------------------------------------------------------------
+    def subscribe(self) -> TrackFeed:
+        feed = TrackFeed()
+        if self.closed or self._close_task is not None:
+            feed.close()
+        else:
+            self._feeds.add(feed)
+        return feed
+
+    def unsubscribe(self, feed: TrackFeed) -> None:
+        self._feeds.discard(feed)
+        feed.close()
+
+    # -- summary and lifetime ---------------------------------------------------------
+    @property
+    def state(self) -> str:
+        if self.closed or self._close_task is not None:
+            return "closed"
+        return "streaming" if self.stats.frames_in else "connecting"
+
+    def summary(self, now: float) -> dict[str, Any]:
+        return {
+            "session_id": self.session_id,
+            "plugin": self.plugin,
+            "state": self.state,
+            "created_at": utc_iso(self.created_at),
+            **self.stats.snapshot(now),
+            "plugin_state": self._runtime.registry.get(self.plugin).state.value,
+        }
+
+    def request_close(self, reason: str) -> None:
+        """Start closing (from callbacks that cannot await); idempotent."""
+        if self._close_task is None:
+            self._close_task = asyncio.create_task(self._teardown(reason), name=f"session-close:{self.session_id}")
+
+    async def close(self, reason: str = "closed by the server") -> None:
+        """Close and release everything; safe to call twice at once, and a cancelled caller does not stop it."""
+        self.request_close(reason)
+        assert self._close_task is not None
+        await asyncio.shield(self._close_task)
+
+    async def _teardown(self, reason: str) -> None:
+        self.close_reason = reason
+        logger.info("session %s: closing: %s", self.session_id, reason)
+        try:
+            for feed in self._feeds:
+                feed.close()
+            self._feeds.clear()
+            if self._pump is not None:
+                await self._pump.stop()
+            try:
+                async with asyncio.timeout(CLOSE_TIMEOUT_S):
+                    await self.pc.close()
+            except TimeoutError:
+                logger.warning(
+                    "session %s: peer connection did not close within %.0f s", self.session_id, CLOSE_TIMEOUT_S
+                )
+            except Exception:
+                # aiortc can fail to close a connection whose negotiation stopped half way
+                # (found by fuzzing mutated offers); the session must still end and free its plugin.
+                logger.warning(
+                    "session %s: the peer connection failed to close cleanly", self.session_id, exc_info=True
+                )
+            self._end_plugin(self.plugin)
+            await asyncio.gather(*self._endings, return_exceptions=True)
+        finally:
+            self._pump = None
+            self._channel = None
+            self.closed = True
+            self.pc.remove_all_listeners()
+            self._on_closed(self)
+            logger.info("session %s: closed", self.session_id)
