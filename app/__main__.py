@@ -9,10 +9,16 @@ import uvicorn
 
 from app.config import load_settings
 from app.server import create_app
+from app.stream.ice import check_addresses, parse_ice_servers
 
 
 def main(argv: list[str] | None = None) -> None:
     settings = load_settings(argv)
+    try:  # fail here, with the flag's value, rather than inside the server's startup
+        parse_ice_servers(settings.ice_servers)
+        check_addresses(settings.ice_addresses)
+    except ValueError as exc:
+        sys.exit(f"python -m app: error: {exc}")
     logging.basicConfig(
         level=settings.log_level,
         format="%(asctime)s %(levelname)s %(name)s %(message)s",

@@ -58,3 +58,12 @@ def test_the_server_serves_then_stops_its_workers_on_sigterm(tmp_path: Path) -> 
     pid = int(worker_pids[0].rsplit("pid ", 1)[1].rstrip(")"))
     time.sleep(0.2)
     assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text().lower()
+
+
+def test_a_bad_ice_flag_stops_the_server_with_its_value() -> None:
+    for flag, value in (("--ice-server", "http://nope"), ("--ice-address", "not-an-ip")):
+        result = subprocess.run(
+            [sys.executable, "-m", "app", flag, value], cwd=REPO, capture_output=True, text=True, timeout=60
+        )
+        assert result.returncode != 0
+        assert value in result.stderr and "error" in result.stderr
