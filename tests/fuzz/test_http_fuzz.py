@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -13,8 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from app.config import Settings
-from tests.conftest import DEFAULT_PLUGINS, LiveServer
+from tests.conftest import LiveServer
 from tests.helpers import png_with_square
 
 ROUTES = [
@@ -65,20 +63,6 @@ headers = st.fixed_dictionaries(
         "accept": st.sampled_from(["*/*", "application/openmetrics-text; version=1.0.0", "text/html"]),
     },
 )
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
-    folder = tmp_path_factory.mktemp("plugins")
-    (folder / "colorblob").symlink_to(DEFAULT_PLUGINS / "colorblob")
-    live = LiveServer(
-        Settings(plugins_dirs=(Path(folder),), admin_token="fuzz-token", ice_addresses=("127.0.0.1",))
-    ).start()
-    try:
-        live.wait_state("colorblob", "INITIALIZED")
-        yield live
-    finally:
-        live.stop()
 
 
 @pytest.fixture(scope="module")

@@ -16,9 +16,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from websockets.sync.client import ClientConnection, connect
 
-from app.config import Settings
 from app.stream.ice import offered_addresses
-from tests.conftest import DEFAULT_PLUGINS, LiveServer
+from tests.conftest import LiveServer
+from tests.fuzz.conftest import ADMIN_TOKEN
 from tests.stream.helpers import Clients, client, get_json, plugins_dir
 
 json_values = st.recursive(
@@ -37,18 +37,6 @@ client_messages = st.one_of(
     st.text(max_size=200),
     st.binary(min_size=1, max_size=512),
 )
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
-    folder = tmp_path_factory.mktemp("plugins")
-    (folder / "colorblob").symlink_to(DEFAULT_PLUGINS / "colorblob")
-    live = LiveServer(Settings(plugins_dirs=(Path(folder),), ice_addresses=("127.0.0.1",), max_sessions=64)).start()
-    try:
-        live.wait_state("colorblob", "INITIALIZED")
-        yield live
-    finally:
-        live.stop()
 
 
 @pytest.fixture(scope="module")
@@ -127,7 +115,8 @@ def test_mutated_offers_get_an_answer_or_a_400(server: LiveServer, offer_sdp: st
     response = server.post("/v1/webrtc/offer", json={"sdp": sdp, "type": "offer", "plugin": "colorblob"})
     assert response.status_code in (200, 400), response.text
     if response.status_code == 200:
-        assert httpx.delete(f"{server.url}/v1/sessions/{response.json()['session_id']}").status_code == 200
+        session = f"{server.url}/v1/sessions/{response.json()['session_id']}"
+        assert httpx.delete(session, headers={"authorization": f"Bearer {ADMIN_TOKEN}"}).status_code == 200
     else:
         assert set(response.json()["error"]) == {"code", "message"}
 
