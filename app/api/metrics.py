@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from itertools import accumulate
 from typing import Any
@@ -37,6 +38,14 @@ class LivetrackCollector:
         subscribers = GaugeMetricFamily("livetrack_health_subscribers", "Open /v1/ws/health subscriptions.")
         subscribers.add_metric([], self._hub.subscriber_count)
         yield subscribers
+        # A count that only grows is a leaked task: the soak test and operators watch its slope.
+        try:
+            alive = len(asyncio.all_tasks())
+        except RuntimeError:  # collected outside the server's loop: there is nothing to count
+            return
+        tasks = GaugeMetricFamily("livetrack_asyncio_tasks", "asyncio tasks alive on the server's event loop.")
+        tasks.add_metric([], alive)
+        yield tasks
 
 
 def _plugin_families(records: list[PluginRecord]) -> Iterator[Metric]:

@@ -89,6 +89,8 @@ async def test_metrics_parse_and_carry_plugin_series_after_real_work(
     buckets = [s.value for s in found["livetrack_plugin_execution_seconds_bucket"] if s.labels["plugin"] == "colorblob"]
     assert buckets == sorted(buckets) and buckets[-1] == 1
     assert value(found, "livetrack_health_subscribers") == 1
+    # At least the plugin dispatchers, the sessions' background work and this subscriber's tasks.
+    assert value(found, "livetrack_asyncio_tasks") >= 4
     assert value(found, "process_resident_memory_bytes") > 0
     await subscriber.close()
 
