@@ -21,6 +21,17 @@ class BrokenPlugin:
     error: ManifestError
 
 
+def is_plugin_folder(path: Path) -> bool:
+    """A folder with a manifest, or one that looks meant to be a plugin but lacks it.
+
+    A forgotten manifest.json must show up as a FAILED plugin, not vanish; hidden and
+    private folders (`.git`, `__pycache__`) are not plugins.
+    """
+    if not path.is_dir() or path.name.startswith((".", "_")):
+        return False
+    return (path / MANIFEST_FILE).is_file() or any(path.glob("*.py"))
+
+
 def discover(plugin_dirs: Iterable[Path]) -> list[Manifest | BrokenPlugin]:
     """Every plugin folder, in order; a name claimed twice keeps its first folder."""
     found: list[Manifest | BrokenPlugin] = []
@@ -29,7 +40,7 @@ def discover(plugin_dirs: Iterable[Path]) -> list[Manifest | BrokenPlugin]:
         if not plugin_dir.is_dir():
             logger.error("plugins dir %s does not exist or is not a folder", plugin_dir)
             continue
-        for folder in sorted(p for p in plugin_dir.iterdir() if (p / MANIFEST_FILE).is_file()):
+        for folder in sorted(p for p in plugin_dir.iterdir() if is_plugin_folder(p)):
             plugin: Manifest | BrokenPlugin
             try:
                 plugin = read_manifest(folder)

@@ -21,6 +21,7 @@ LOAD_FAILURES = {
     "wrong_version": ("UNAVAILABLE", "ImportError: numpy "),
     "missing_model": ("UNAVAILABLE", "FileNotFoundError: model file 'models/detector.pt' not found (place it at "),
     "bad_manifest": ("FAILED", "ValueError: invalid manifest: manifest.json is not valid JSON"),
+    "no_manifest": ("FAILED", "ValueError: invalid manifest: cannot read "),
     "bad_manifest_fields": ("FAILED", "ValueError: invalid manifest: 'timeout_ms' must be a whole number"),
     "init_raises": ("FAILED", "RuntimeError: detector weights are corrupt (fix the plugin"),
     "init_exit": ("FAILED", "SystemExit: no config (fix the plugin"),
