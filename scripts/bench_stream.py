@@ -42,6 +42,7 @@ from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from av import VideoFrame
 from client import EncodedTrack, Received, StreamClient, encode_vp8, pattern, percentile
+from loopback import free_port
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -220,15 +221,6 @@ def serve_naive(plugins: Path, port: int) -> None:
 
 
 # -- servers as child processes ---------------------------------------------------------------
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 @contextlib.contextmanager
 def server_process(kind: str, plugins: Path, logs: Path) -> Iterator[str]:
     """Start livetrack (`python -m app`) or the naive server on 127.0.0.1; yield its URL once its plugins are up."""

@@ -98,17 +98,22 @@ def square_box(counter: int, width: int = 640, height: int = 480, size: int = SQ
     return x, y, x + size, y + size
 
 
-def pattern(width: int, height: int) -> Render:
-    """A grey frame with a saturated red square moving on `square_box`'s path."""
+def _on_square_path(fill: np.ndarray | tuple[int, int, int], width: int, height: int) -> Render:
+    """`fill` (a colour, or a SQUARE_SIZE image) moved along `square_box`'s path over a grey frame."""
 
     def render(counter: int) -> np.ndarray:
         image = np.empty((height, width, 3), np.uint8)
         image[:] = BACKGROUND
         x1, y1, x2, y2 = square_box(counter, width, height)
-        image[y1:y2, x1:x2] = SQUARE_COLOUR
+        image[y1:y2, x1:x2] = fill
         return image
 
     return render
+
+
+def pattern(width: int, height: int) -> Render:
+    """A grey frame with a saturated red square moving on `square_box`'s path."""
+    return _on_square_path(SQUARE_COLOUR, width, height)
 
 
 def image_on_path(path: Path, width: int, height: int) -> Render:
@@ -116,16 +121,9 @@ def image_on_path(path: Path, width: int, height: int) -> Render:
     picture = cv2.imread(str(path), cv2.IMREAD_COLOR)
     if picture is None:
         raise SystemExit(f"cannot read image {path}")
-    picture = cv2.cvtColor(cv2.resize(picture, (SQUARE_SIZE, SQUARE_SIZE)), cv2.COLOR_BGR2RGB)
-
-    def render(counter: int) -> np.ndarray:
-        image = np.empty((height, width, 3), np.uint8)
-        image[:] = BACKGROUND
-        x1, y1, x2, y2 = square_box(counter, width, height)
-        image[y1:y2, x1:x2] = picture
-        return image
-
-    return render
+    return _on_square_path(
+        cv2.cvtColor(cv2.resize(picture, (SQUARE_SIZE, SQUARE_SIZE)), cv2.COLOR_BGR2RGB), width, height
+    )
 
 
 def video_file(path: Path, width: int, height: int) -> Render:

@@ -32,7 +32,6 @@ import json
 import math
 import os
 import random
-import socket
 import subprocess
 import sys
 import tempfile
@@ -45,6 +44,7 @@ from typing import Any
 import cv2
 import httpx
 from client import EncodedTrack, StreamClient, encode_vp8, pattern
+from loopback import free_port
 from soak_report import (
     BOUNDS,
     LATENCY_FACTOR,
@@ -102,13 +102,6 @@ class Tally:
 
 
 # -- the server -------------------------------------------------------------------------------
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 @contextlib.contextmanager
 def running_server(
     plugins: Path, log: Path, max_sessions: int, default_malloc: bool

@@ -21,7 +21,7 @@ from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from typing import Any
 
-from app.runtime.errors import Outcome, PluginFault, restart_hint
+from app.runtime.errors import PluginFault, restart_hint
 from app.runtime.frames import FrameInput, InvalidResult, validate_results
 from app.runtime.manifest import Manifest
 from app.runtime.shm import SlotPool
@@ -66,12 +66,6 @@ class SandboxResult:
     @classmethod
     def failure(cls, fault: PluginFault, elapsed_ms: float) -> SandboxResult:
         return cls(False, None, fault.reason, fault.error_type, elapsed_ms, fault)
-
-
-def _fault_from_answer(answer: dict[str, Any]) -> PluginFault:
-    raw = answer["fault"]
-    outcome = Outcome.UNAVAILABLE if raw.get("outcome") == "unavailable" else Outcome.FAILED
-    return PluginFault(raw["error_type"], raw["what"], raw["fix"], outcome, raw.get("traceback"))
 
 
 def resident_mb(pid: int) -> float | None:
@@ -343,7 +337,7 @@ async def run_plugin_sandboxed(worker: PluginWorker, call: Call) -> SandboxResul
             return SandboxResult.failure(fault, (time.perf_counter() - started) * 1000)
         elapsed_ms = (time.perf_counter() - started) * 1000
         if answer["op"] in ("error", "load_failed"):
-            return SandboxResult.failure(_fault_from_answer(answer), elapsed_ms)
+            return SandboxResult.failure(answer["fault"], elapsed_ms)
         if isinstance(call, Process):
             try:
                 results = validate_results(answer.get("results"), len(call.frames))

@@ -21,6 +21,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
+from app.runtime.errors import Outcome, PluginFault, fix_plugin_hint
 from app.runtime.frames import Frame, InvalidResult, validate_results
 from app.runtime.shm import ReadOnlySegments
 
@@ -46,13 +47,9 @@ class DeviceUnavailable(Exception):
     pass
 
 
-def fault(error_type: str, what: str, fix: str, outcome: str = "failed", tb: str | None = None) -> dict[str, Any]:
-    return {"error_type": error_type, "what": what, "fix": fix, "outcome": outcome, "traceback": tb}
-
-
-def fault_from_exception(exc: BaseException, fix: str) -> dict[str, Any]:
-    what = str(exc) or repr(exc)
-    return fault(type(exc).__name__, what.splitlines()[0][:300], fix, tb=traceback.format_exc())
+def fault_from_exception(exc: BaseException, fix: str, where: str = "") -> PluginFault:
+    what = (str(exc) or repr(exc)).splitlines()[0][:300]
+    return PluginFault(type(exc).__name__, what + where, fix, traceback=traceback.format_exc())
 
 
 def _cuda_status() -> tuple[bool, str]:
@@ -104,12 +101,13 @@ def _setup_process(spec: WorkerSpec) -> None:
 
 def load_plugin(spec: WorkerSpec) -> tuple[Any, dict[str, Any]]:
     """Import and construct the plugin; return it and the `ready` answer (or None and a fault)."""
-    fix = f"fix the plugin, then restart with POST /v1/plugins/{spec.name}/restart"
+    fix = fix_plugin_hint(spec.name)
     try:
         device, degraded = resolve_device(spec)
     except DeviceUnavailable as exc:
         fix_gpu = "run on a GPU host, or start with --gpu-policy auto to run on CPU"
-        return None, {"op": "load_failed", "fault": fault("RuntimeError", str(exc), fix_gpu, "unavailable")}
+        unavailable = PluginFault("RuntimeError", str(exc), fix_gpu, Outcome.UNAVAILABLE)
+        return None, {"op": "load_failed", "fault": unavailable}
     module_name, class_name = spec.entrypoint.split(":", 1)
     sys.path.insert(0, spec.folder)
     try:
@@ -140,13 +138,10 @@ def process_frames(plugin: Any, segments: ReadOnlySegments, message: dict[str, A
     try:
         results = validate_results(plugin.process(frames), len(frames))
     except InvalidResult as exc:
-        return {"op": "error", "fault": fault("ValueError", f"invalid result: {exc}", fix)}
+        return {"op": "error", "fault": PluginFault("ValueError", f"invalid result: {exc}", fix)}
     except BaseException as exc:  # plugin code
-        first = frames[0] if frames else None
-        answer = fault_from_exception(exc, fix)
-        if first is not None:
-            answer["what"] += f" (frame {first.index} of session {first.session_id})"
-        return {"op": "error", "fault": answer}
+        where = f" (frame {frames[0].index} of session {frames[0].session_id})" if frames else ""
+        return {"op": "error", "fault": fault_from_exception(exc, fix, where)}
     finally:
         del frames
     return {"op": "result", "results": results}
@@ -167,7 +162,7 @@ def _send(conn: Connection, answer: dict[str, Any]) -> None:
     payload = pickle.dumps(answer, protocol=pickle.HIGHEST_PROTOCOL)
     if len(payload) > MAX_ANSWER_BYTES:
         what = f"the answer is {len(payload)} bytes, over the {MAX_ANSWER_BYTES} byte limit"
-        payload = pickle.dumps({"op": "error", "fault": fault("ValueError", what, "return fewer tracks")})
+        payload = pickle.dumps({"op": "error", "fault": PluginFault("ValueError", what, "return fewer tracks")})
     conn.send_bytes(payload)
 
 

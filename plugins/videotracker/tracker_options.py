@@ -82,25 +82,26 @@ def _number(raw: Any) -> float | None:
     return float(raw)
 
 
+def _bounded(raw: Mapping[str, Any], key: str, default: float, low: float, high: float, notes: list[str]) -> float:
+    """raw[key] clamped to [low, high]; the default when absent or not a number. Each fallback is noted."""
+    if raw.get(key) is None:
+        return default
+    value = _number(raw[key])
+    if value is None:
+        notes.append(f"{key} {raw[key]!r} is not a number; using {default}")
+        return default
+    bounded = min(max(value, low), high)
+    if bounded != value:
+        notes.append(f"{key} {value} clamped to {bounded}")
+    return bounded
+
+
 def parse_frame_options(raw: Mapping[str, Any], settings: PluginSettings) -> tuple[FrameOptions, list[str]]:
     """Options for one frame, and a note for each client value that was not usable as given."""
     notes: list[str] = []
-    min_score = settings.min_score
-    if "min_score" in raw and raw["min_score"] is not None:
-        value = _number(raw["min_score"])
-        if value is None:
-            notes.append(f"min_score {raw['min_score']!r} is not a number; using {min_score}")
-        else:
-            min_score = min(max(value, 0.0), 1.0)
-            if min_score != value:
-                notes.append(f"min_score {value} clamped to {min_score}")
-    min_face_size = settings.min_face_size
-    if "min_face_size" in raw and raw["min_face_size"] is not None:
-        value = _number(raw["min_face_size"])
-        if value is None:
-            notes.append(f"min_face_size {raw['min_face_size']!r} is not a number; using {min_face_size}")
-        else:
-            min_face_size = min(max(round(value), SMALLEST_MIN_FACE_SIZE), LARGEST_MIN_FACE_SIZE)
-            if min_face_size != value:
-                notes.append(f"min_face_size {value} taken as {min_face_size}")
+    min_score = _bounded(raw, "min_score", settings.min_score, 0.0, 1.0, notes)
+    size = _bounded(raw, "min_face_size", settings.min_face_size, SMALLEST_MIN_FACE_SIZE, LARGEST_MIN_FACE_SIZE, notes)
+    min_face_size = round(size)
+    if min_face_size != size:
+        notes.append(f"min_face_size {size} taken as {min_face_size}")
     return FrameOptions(min_score, min_face_size), notes

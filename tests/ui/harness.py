@@ -9,7 +9,6 @@ import io
 import math
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -23,6 +22,8 @@ import httpx
 from PIL import Image, ImageDraw
 from playwright.sync_api import BrowserContext, ConsoleMessage, Page, ViewportSize, sync_playwright
 from playwright.sync_api import Error as PlaywrightError
+
+from tests.conftest import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 CHROMIUM = "/usr/bin/chromium"
@@ -55,13 +56,6 @@ REMOTE_SIZE = (
 OPTIONS = "[...document.querySelectorAll('#plugin-select option')].map((o) => ({name: o.value, disabled: o.disabled}))"
 
 Result = dict[str, Any]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def wait_until(check: Callable[[], Any], timeout: float, interval: float = 0.1) -> Any:
