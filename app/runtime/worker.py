@@ -13,6 +13,7 @@ import importlib
 import logging
 import os
 import pickle
+import re
 import signal
 import sys
 import traceback
@@ -80,10 +81,32 @@ def resolve_device(spec: WorkerSpec) -> tuple[str, str | None]:
 
 
 def _cap_gpu_memory(limit_mb: int) -> None:
+    """DESIGN 3.6: the worker's share of device memory is its manifest's memory_limit_mb.
+
+    torch's caching allocator refuses allocations past the share with torch.OutOfMemoryError,
+    which `cuda_out_of_memory_fault` turns into a MemoryError reason naming the cap, so one
+    plugin cannot take the GPU memory other plugins' workers need.
+    """
     import torch
 
     total = torch.cuda.get_device_properties(0).total_memory
     torch.cuda.set_per_process_memory_fraction(min(1.0, limit_mb * 2**20 / total))
+
+
+def cuda_out_of_memory_fault(exc: BaseException, limit_mb: int, fix: str, where: str = "") -> PluginFault | None:
+    """A CUDA out-of-memory error from plugin code as DESIGN 3.5's MemoryError naming the cap; None otherwise."""
+    torch = sys.modules.get("torch")  # a plugin that never imported torch cannot have hit this
+    if torch is None or not isinstance(exc, torch.OutOfMemoryError):
+        return None
+    asked = re.search(r"Tried to allocate ([0-9.]+ [KMGT]?i?B)", str(exc))
+    what = f"CUDA out of memory{f' allocating {asked.group(1)}' if asked else ''}{where}"
+    what += f", past the worker's device memory cap of {limit_mb} MB (memory_limit_mb) or the GPU's free memory"
+    return PluginFault(
+        "MemoryError",
+        what,
+        f"raise memory_limit_mb in manifest.json or use less GPU memory per call; {fix}",
+        traceback=traceback.format_exc(),
+    )
 
 
 def _setup_process(spec: WorkerSpec) -> None:
@@ -123,11 +146,14 @@ def load_plugin(spec: WorkerSpec) -> tuple[Any, dict[str, Any]]:
             fix = f"install it with: pip install {missing}, list it in the manifest's dependencies, then restart"
         return None, {"op": "load_failed", "fault": fault_from_exception(exc, fix)}
     except BaseException as exc:  # plugin code: contain everything, SystemExit included
-        return None, {"op": "load_failed", "fault": fault_from_exception(exc, fix)}
+        fault = cuda_out_of_memory_fault(exc, spec.memory_limit_mb, fix) or fault_from_exception(exc, fix)
+        return None, {"op": "load_failed", "fault": fault}
     return plugin, {"op": "ready", "device": device, "degraded": degraded}
 
 
-def process_frames(plugin: Any, segments: ReadOnlySegments, message: dict[str, Any], name: str) -> dict[str, Any]:
+def process_frames(
+    plugin: Any, segments: ReadOnlySegments, message: dict[str, Any], name: str, memory_limit_mb: int
+) -> dict[str, Any]:
     for retired in message.get("retired", ()):
         segments.release(retired)
     frames = [
@@ -141,7 +167,8 @@ def process_frames(plugin: Any, segments: ReadOnlySegments, message: dict[str, A
         return {"op": "error", "fault": PluginFault("ValueError", f"invalid result: {exc}", fix)}
     except BaseException as exc:  # plugin code
         where = f" (frame {frames[0].index} of session {frames[0].session_id})" if frames else ""
-        return {"op": "error", "fault": fault_from_exception(exc, fix, where)}
+        fault = cuda_out_of_memory_fault(exc, memory_limit_mb, fix, where) or fault_from_exception(exc, fix, where)
+        return {"op": "error", "fault": fault}
     finally:
         del frames
     return {"op": "result", "results": results}
@@ -183,7 +210,7 @@ def worker_main(spec: WorkerSpec, conn: Connection) -> None:
                 return  # the server closed its end
             op = message["op"]
             if op == "process":
-                _send(conn, process_frames(plugin, segments, message, spec.name))
+                _send(conn, process_frames(plugin, segments, message, spec.name, spec.memory_limit_mb))
             elif op == "end_session":
                 _send(conn, end_session(plugin, message["session_id"]))
             elif op == "stop":
