@@ -10,8 +10,12 @@ on the CPU otherwise, and says which.
 
 Measured:
 - ms per frame (median, p95) of single-frame process() calls at 640x480 and 1280x720;
-- throughput of one process() call with 8 and 32 frames (from as many sessions, as the
-  server batches them) against 8 and 32 single-frame calls on the same frames.
+- throughput of one process() call with 1, 8 and 32 frames (from as many sessions, as the
+  server batches them) against as many single-frame calls on the same frames, measured
+  back to back in this run (at 1 frame the ratio is the noise floor).
+
+    python scripts/bench_tracker_gpu.py --device cuda --max-batch 32     # MTCNN itself at 32 frames
+    python scripts/bench_tracker_gpu.py --device cpu --sizes 320x240 --batch-size 320x240 --batches 1,2 --frames 3
 """
 
 from __future__ import annotations
@@ -32,7 +36,6 @@ import torch
 from tracking_sequences import build
 
 PLUGIN_DIR = Path(__file__).resolve().parent.parent / "plugins" / "videotracker"
-SIZES = ((640, 480), (1280, 720))
 
 
 @dataclass(frozen=True)
@@ -100,12 +103,33 @@ def batching(tracker: Any, size: tuple[int, int], batch: int, repeats: int) -> d
     }
 
 
+def parse_size(text: str) -> tuple[int, int]:
+    width, _, height = text.partition("x")
+    if not (width.isdigit() and height.isdigit()):
+        raise argparse.ArgumentTypeError(f"size {text!r} must look like 640x480")
+    return int(width), int(height)
+
+
+def parse_counts(text: str) -> list[int]:
+    try:
+        counts = [int(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"batches {text!r} must look like 1,8,32") from None
+    if not counts or min(counts) < 1:
+        raise argparse.ArgumentTypeError(f"batches {text!r} must be positive")
+    return counts
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="videotracker model speed (in-process, no sandbox)")
     parser.add_argument("--device", choices=["auto", "cuda", "cpu"], default="auto")
     parser.add_argument("--frames", type=int, default=None, help="timed single frames per size (30 GPU, 15 CPU)")
     parser.add_argument("--repeats", type=int, default=3, help="repeats of each batch comparison (best is kept)")
-    parser.add_argument("--batch-size", default="640x480", help="frame size of the batch comparison")
+    parser.add_argument(
+        "--sizes", type=lambda s: [parse_size(x) for x in s.split(",")], default=[(640, 480), (1280, 720)]
+    )
+    parser.add_argument("--batch-size", type=parse_size, default=(640, 480), help="frame size of the batch comparison")
+    parser.add_argument("--batches", type=parse_counts, default=[1, 8, 32], help="frames per batched call")
     parser.add_argument("--max-batch", type=int, default=None, help="override the manifest's max_batch")
     parser.add_argument("--out", type=Path, default=Path("bench-results/tracker_gpu.json"))
     args = parser.parse_args(argv)
@@ -120,19 +144,18 @@ def main(argv: list[str] | None = None) -> int:
     print(f"max_batch {config.get('max_batch')}; in-process model benchmark (no sandbox)")
     report: dict[str, Any] = {"device": device, "device_name": name, "torch": torch.__version__, "config": config}
     report["latency"] = {}
-    for size in SIZES:
+    for size in args.sizes:
         label = f"{size[0]}x{size[1]}"
         result = latency(tracker, size, frames, warmup=3)
         report["latency"][label] = result
         print(f"{label:>9}: {result['ms_median']:7.1f} ms/frame median, {result['ms_p95']:7.1f} p95 ({frames} frames)")
-    width, _, height = args.batch_size.partition("x")
-    batch_size = (int(width), int(height))
-    report["batching"] = {"size": args.batch_size}
-    for batch in (8, 32):
-        result = batching(tracker, batch_size, batch, args.repeats)
+    batch_label = f"{args.batch_size[0]}x{args.batch_size[1]}"
+    report["batching"] = {"size": batch_label}
+    for batch in args.batches:
+        result = batching(tracker, args.batch_size, batch, args.repeats)
         report["batching"][str(batch)] = result
         print(
-            f"batch {batch:>2} at {args.batch_size}: one call {result['batched_fps']:6.1f} frames/s,"
+            f"batch {batch:>2} at {batch_label}: one call {result['batched_fps']:6.1f} frames/s,"
             f" {batch} single calls {result['single_fps']:6.1f} frames/s, x{result['speedup']:.2f}"
         )
     # Peak resident size of this process (Linux reports KiB): what memory_limit_mb must cover.
