@@ -115,6 +115,9 @@ class TimedClient(StreamClient):
         self.recording = False
         self.recorded: list[tuple[int, VideoFrame]] = []
 
+    def has_results(self) -> bool:
+        return bool(self.tracks_at)
+
     def _on_message(self, message: str | bytes) -> None:
         super()._on_message(message)
         if self.messages[-1].get("type") == "tracks":
@@ -302,7 +305,7 @@ async def run_step(url: str, server_pid: int, clips: list[FaceClip], sessions: i
         for stream in streams:
             await stream.start()
         for stream in streams:
-            await stream.wait_for(lambda s=stream: bool(s.tracks_at), args.first_result_s, "the first tracks message")
+            await stream.wait_for(stream.has_results, args.first_result_s, "the first tracks message")
         await asyncio.sleep(args.warmup)  # a warm-up before measuring, not a wait for an event
         first = await asyncio.to_thread(Usage.now, url, server_pid)
         for stream in streams:
