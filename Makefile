@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 
-.PHONY: install run test lint format bench audit clean
+.PHONY: install run test lint format bench gpu-check audit clean
 
 $(INSTALLED): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -35,6 +35,11 @@ bench: $(INSTALLED)
 	$(PY) scripts/bench_tracking.py --quick
 	$(PY) scripts/bench_stream.py --quick
 	$(PY) scripts/bench_health.py
+
+# On a CUDA host: the tests marked gpu, then the GPU benchmarks, one summary (bench-results/gpu-check-*/).
+# Without CUDA it skips those with the reason and runs the CPU-side checks; see docs/operations.md.
+gpu-check: $(INSTALLED)
+	$(PY) scripts/gpu_check.py $(ARGS)
 
 audit: $(INSTALLED)
 	$(PY) scripts/audit_plugins.py
