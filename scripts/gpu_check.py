@@ -332,5 +332,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    os.environ.setdefault("PYTHONPATH", str(REPO))  # the steps import app from this checkout
+    # The steps import app from this checkout, whatever else PYTHONPATH holds.
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
     sys.exit(main())

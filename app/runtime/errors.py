@@ -13,6 +13,7 @@ The error types a reason may name:
       TimeoutError        no answer within timeout_ms; the worker was killed
       WorkerCrashed       the worker process died (signal or exit code)
       MemoryError         the worker's resident memory passed memory_limit_mb; it was killed
+                          or CUDA ran out of memory past the worker's device memory cap (memory_limit_mb)
 """
 
 from __future__ import annotations
