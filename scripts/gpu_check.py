@@ -160,7 +160,8 @@ def test_outcomes(junit: Path) -> list[dict[str, str]]:
         for child in case:
             if child.tag in ("failure", "error", "skipped"):
                 outcome = SKIPPED if child.tag == "skipped" else FAILED
-                message = (child.get("message") or child.text or "").strip().splitlines()[0][:300]
+                text = (child.get("message") or child.text or "").strip()
+                message = next(iter(text.splitlines()), "")[:300]
         test_id = f"{case.get('classname', '')}::{case.get('name', '')}".removeprefix("tests.")
         outcomes.append({"test": test_id, "outcome": outcome, "message": message})
     return outcomes
