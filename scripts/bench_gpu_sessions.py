@@ -422,9 +422,9 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
     report["binding"] = (
         binding(limit.usage, cores, report["device"]) if limit is not None and limit.usage else "not measured"
     )
-    report["box_age"] = {
-        label: box_age_at(steps, count) for label, count in (("1", 1), ("8", 8), ("max", most)) if count > 0
-    }
+    # At 1, 8 and the most sessions held ("max" is left out when it is 1 or 8).
+    counts = {"1": 1, "8": 8, **({"max": most} if most not in (0, 1, 8) else {})}
+    report["box_age"] = {label: box_age_at(steps, count) for label, count in counts.items()}
     recalls = [f["shown_recall"] for s in held for f in s.figures if f["shown_recall"] is not None]
     report["worst_shown_recall_held"] = min(recalls) if recalls else None
     print(
