@@ -16,6 +16,7 @@ and whether both found the same faces (IoU >= 0.5).
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import sys
 import time
@@ -27,17 +28,21 @@ import torch
 
 REPO = Path(__file__).resolve().parent.parent
 PLUGIN_DIR = REPO / "plugins" / "videotracker"
-sys.path.insert(0, str(PLUGIN_DIR))
 
-from face_detector import FaceDetector  # noqa: E402
+
 from facenet_pytorch import MTCNN  # noqa: E402
 from facenet_pytorch.models.utils.detect_face import detect_face  # noqa: E402
-from plugin import cpu_threads  # noqa: E402
-from tracker_options import PluginSettings  # noqa: E402
 from tracking_metrics import iou  # noqa: E402
 from tracking_sequences import SEQUENCES, build  # noqa: E402
 
 from app.runtime.manifest import read_manifest  # noqa: E402
+
+
+def plugin_module(name: str) -> Any:
+    """A module of the plugin by its plain name, the plugin folder first on sys.path (as in the worker)."""
+    if str(PLUGIN_DIR) not in sys.path:
+        sys.path.insert(0, str(PLUGIN_DIR))
+    return importlib.import_module(name)
 
 
 def baseline(mtcnn: MTCNN, device: torch.device, image: np.ndarray, min_face_size: int) -> np.ndarray:
@@ -63,12 +68,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=REPO / "bench-results" / "detector.json")
     args = parser.parse_args(argv)
     width, height = (int(v) for v in args.size.split("x"))
-    settings = PluginSettings.from_config(read_manifest(PLUGIN_DIR).config)
+    settings = plugin_module("tracker_options").PluginSettings.from_config(read_manifest(PLUGIN_DIR).config)
     if args.device == "cpu":
-        torch.set_num_threads(cpu_threads(settings.cpu_threads))
+        torch.set_num_threads(plugin_module("plugin").cpu_threads(settings.cpu_threads))
     device = torch.device(args.device)
     old = MTCNN(keep_all=True, device=device).eval()
-    new = FaceDetector(args.device, settings.max_batch, settings.working_size, settings.pyramid_factor)
+    new = plugin_module("face_detector").FaceDetector(
+        args.device, settings.max_batch, settings.working_size, settings.pyramid_factor
+    )
     frames = [
         build(name, width, height, args.frames).render(index).image
         for name in SEQUENCES
