@@ -25,17 +25,15 @@ from typing import Any
 
 import numpy as np
 import torch
+from facenet_pytorch import MTCNN
+from facenet_pytorch.models.utils.detect_face import detect_face
+from tracking_metrics import iou
+from tracking_sequences import SEQUENCES, build
+
+from app.runtime.manifest import read_manifest
 
 REPO = Path(__file__).resolve().parent.parent
 PLUGIN_DIR = REPO / "plugins" / "videotracker"
-
-
-from facenet_pytorch import MTCNN  # noqa: E402
-from facenet_pytorch.models.utils.detect_face import detect_face  # noqa: E402
-from tracking_metrics import iou  # noqa: E402
-from tracking_sequences import SEQUENCES, build  # noqa: E402
-
-from app.runtime.manifest import read_manifest  # noqa: E402
 
 
 def plugin_module(name: str) -> Any:
