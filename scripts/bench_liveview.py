@@ -33,6 +33,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import json
 import math
 import os
@@ -220,6 +221,10 @@ def rendered(sequence: Sequence, counter: int) -> RenderedFrame:
     return frame
 
 
+def image_of(sequence: Sequence, counter: int) -> np.ndarray:
+    return sequence.render(counter).image
+
+
 def to_rgb(yuv: np.ndarray) -> np.ndarray:
     return np.asarray(cv2.cvtColor(yuv, cv2.COLOR_YUV2RGB_I420))
 
@@ -322,7 +327,7 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
         for name in args.sequences:
             sequence = SEQUENCES[name](length)
             print(f"{name}: encoding {length} frames...", flush=True)
-            packets = await asyncio.to_thread(encode_vp8, lambda n, s=sequence: s.render(n).image, FPS, length)
+            packets = await asyncio.to_thread(encode_vp8, functools.partial(image_of, sequence), FPS, length)
             results = {}
             for mode, motion in (("compensated", True), ("baseline", False)):
                 await asyncio.sleep(SETTLE_S)  # the previous session's teardown
