@@ -69,6 +69,7 @@ DRAWN_DIFF = 70
 # A drawn pixel belongs to the palette colour nearest to it, if it is this close (RGB distance).
 COLOUR_DISTANCE = 120
 MIN_BOX_SIDE = 12
+CLOSING = np.ones((5, 5), np.uint8)
 SETTLE_S = 2.0
 
 
@@ -120,7 +121,8 @@ class DrawnBox:
 
 def drawn_boxes(received: np.ndarray, sent: np.ndarray) -> list[DrawnBox]:
     """The box outlines drawn on `received` (RGB) that are not in `sent`, one per colour and outline."""
-    changed = np.abs(received.astype(np.int16) - sent.astype(np.int16)).max(axis=2) > DRAWN_DIFF
+    difference = np.abs(received.astype(np.int16) - sent.astype(np.int16)).max(axis=2)
+    changed = difference > DRAWN_DIFF
     ys, xs = np.nonzero(changed)
     if len(xs) == 0:
         return []
@@ -129,20 +131,24 @@ def drawn_boxes(received: np.ndarray, sent: np.ndarray) -> list[DrawnBox]:
     distance = np.linalg.norm(pixels[:, None, :] - palette[None, :, :], axis=2)
     nearest = distance.argmin(axis=1)
     close = distance[np.arange(len(nearest)), nearest] <= COLOUR_DISTANCE
+    # Whether an outline is closed is judged on any change, of any colour, at half the threshold:
+    # where two outlines cross the one drawn last covers the other, and a line over a scene of
+    # nearly its colour (cyan over a blue backdrop) changes it less.
+    anything = cv2.morphologyEx((difference > DRAWN_DIFF // 2).astype(np.uint8), cv2.MORPH_CLOSE, CLOSING)
     found = []
     for colour in np.unique(nearest[close]):
         mask = np.zeros(changed.shape, np.uint8)
         chosen = close & (nearest == colour)
         mask[ys[chosen], xs[chosen]] = 1
         # Compression can break a thin outline where the scene is close to its colour: close small gaps.
-        mask = cv2.morphologyEx(mask, cv2.MORPH_CLOSE, np.ones((5, 5), np.uint8))
-        count, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
+        mask = cv2.morphologyEx(mask, cv2.MORPH_CLOSE, CLOSING)
+        count, _, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
         for n in range(1, count):
             x, y, w, h, area = (int(v) for v in stats[n])
             # An outline, not a blob or a streak of compression noise: big enough, mostly hollow,
             # and closed on all four sides.
             if w >= MIN_BOX_SIDE and h >= MIN_BOX_SIDE and area <= 0.6 * w * h:
-                if _closed_outline(labels[y : y + h, x : x + w] == n):
+                if _closed_outline(anything[y : y + h, x : x + w] > 0):
                     found.append(DrawnBox(int(colour), np.array([x + 1.0, y + 1.0, x + w - 1.0, y + h - 1.0])))
     return found
 
