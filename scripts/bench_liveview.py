@@ -3,6 +3,7 @@
     python scripts/bench_liveview.py                     # 3 sequences x 20 s, motion compensation on and off
     python scripts/bench_liveview.py --duration 10 --sequences pacing
     python scripts/bench_liveview.py --gpu-policy auto   # the plugin on CUDA when there is one
+    python scripts/bench_liveview.py --config '{"working_size": 0, "pyramid_factor": 0.709}'  # slower detection
 
 Starts the real server (`python -m app`, the videotracker plugin only, 127.0.0.1) and
 streams face sequences at webcam speeds (scripts/tracking_sequences.py's Grace Hopper
@@ -37,6 +38,7 @@ import functools
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -273,10 +275,24 @@ async def stream(
 
 
 # -- the server -------------------------------------------------------------------------------------
-@contextlib.contextmanager
-def running_server(gpu_policy: str, log: Path) -> Iterator[str]:
+def plugin_folder(config: dict[str, Any]) -> Path:
+    """A plugins folder with the videotracker, its manifest's config updated with `config`."""
     plugins = Path(tempfile.mkdtemp(prefix="livetrack-liveview-"))
-    (plugins / "videotracker").symlink_to(REPO / "plugins" / "videotracker")
+    source = REPO / "plugins" / "videotracker"
+    if not config:
+        (plugins / "videotracker").symlink_to(source)
+        return plugins
+    shutil.copytree(source, plugins / "videotracker", ignore=shutil.ignore_patterns("__pycache__"))
+    manifest_path = plugins / "videotracker" / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    manifest["config"] = {**manifest.get("config", {}), **config}
+    manifest_path.write_text(json.dumps(manifest))
+    return plugins
+
+
+@contextlib.contextmanager
+def running_server(gpu_policy: str, config: dict[str, Any], log: Path) -> Iterator[str]:
+    plugins = plugin_folder(config)
     port = free_port()
     command = [
         sys.executable, "-m", "app", "--port", str(port), "--plugins-dir", str(plugins),
@@ -321,12 +337,13 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
         "fps": FPS,
         "duration_s": args.duration,
         "gpu_policy": args.gpu_policy,
+        "plugin_config": args.config,
         "cpus": os.cpu_count(),
         "load_average_before": load_average(),
         "sequences": {},
     }
     length = round((args.duration + 5) * FPS)
-    with running_server(args.gpu_policy, log) as url:
+    with running_server(args.gpu_policy, args.config, log) as url:
         async with httpx.AsyncClient(timeout=10) as http:
             health = (await http.get(f"{url}/v1/plugins/videotracker/health")).json()
         report["device"] = health.get("device")
@@ -367,6 +384,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sequences", type=lambda s: s.split(","), default=list(SEQUENCES))
     parser.add_argument("--gpu-policy", choices=["auto", "require", "cpu"], default="cpu")
     parser.add_argument("--out-dir", type=Path, default=REPO / "bench-results")
+    parser.add_argument(
+        "--config",
+        type=json.loads,
+        default={},
+        help="videotracker config overrides as JSON, e.g. '{\"working_size\": 0}' (a slower detector)",
+    )
     args = parser.parse_args(argv)
     unknown = [name for name in args.sequences if name not in SEQUENCES]
     if unknown:
