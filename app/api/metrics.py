@@ -91,21 +91,32 @@ def _session_families(summaries: list[dict[str, Any]]) -> Iterator[Metric]:
         "Frame received to annotated frame out, by quantile.",
         labels=[*labels, "quantile"],
     )
+    box_age = GaugeMetricFamily(
+        "livetrack_session_box_age_seconds",
+        "Age of the result drawn on each output frame (its frame's arrival to the output frame's), by quantile.",
+        labels=[*labels, "quantile"],
+    )
     states: dict[str, int] = {}
     for summary in summaries:
         states[str(summary.get("state"))] = states.get(str(summary.get("state")), 0) + 1
         ids = [str(summary.get("session_id")), str(summary.get("plugin"))]
-        for direction in ("in", "out"):
+        for direction in ("in", "out", "processed"):
             _add(fps, [*ids, direction], summary.get(f"fps_{direction}"))
         for kind in SESSION_FRAME_KINDS:
             _add(frames, [*ids, kind], summary.get(f"frames_{kind}"))
-        latency_ms = summary.get("latency_ms") or {}
-        for key, quantile in (("p50", "0.5"), ("p95", "0.95")):
-            value = latency_ms.get(key)
-            _add(latency, [*ids, quantile], value / 1000 if isinstance(value, int | float) else None)
+        _add_quantiles(latency, ids, summary.get("latency_ms"))
+        _add_quantiles(box_age, ids, summary.get("box_age_ms"))
     for state, number in sorted(states.items()):
         count.add_metric([state], number)
-    yield from (count, fps, frames, latency)
+    yield from (count, fps, frames, latency, box_age)
+
+
+def _add_quantiles(family: GaugeMetricFamily, ids: list[str], quantiles_ms: object) -> None:
+    """p50 and p95 of a summary's {p50, p95} milliseconds, as seconds."""
+    known = quantiles_ms if isinstance(quantiles_ms, dict) else {}
+    for key, quantile in (("p50", "0.5"), ("p95", "0.95")):
+        value = known.get(key)
+        _add(family, [*ids, quantile], value / 1000 if isinstance(value, int | float) else None)
 
 
 def _add(family: GaugeMetricFamily | CounterMetricFamily, labels: list[str], value: object) -> None:

@@ -61,12 +61,18 @@ def _track(raw: Any, where: str) -> dict[str, Any]:
     label = raw.get("label", "")
     if not isinstance(label, str):
         raise InvalidResult(f"{where}['label'] must be a str, got {type(label).__name__}")
-    return {
+    clean = {
         "id": int(track_id),
         "box": [round(_number(v, f"{where}['box'][{i}]"), 2) for i, v in enumerate(box)],
         "score": round(_number(raw.get("score", 1.0), f"{where}['score']"), 4),
         "label": label[:64],
     }
+    velocity = raw.get("velocity")
+    if velocity is not None:  # optional: px/s of the box centre, which the host moves boxes by (DESIGN 3.2)
+        if not isinstance(velocity, (list, tuple, np.ndarray)) or len(velocity) != 2:
+            raise InvalidResult(f"{where}['velocity'] must be [vx, vy] in pixels per second")
+        clean["velocity"] = [round(_number(v, f"{where}['velocity'][{i}]"), 2) for i, v in enumerate(velocity)]
+    return clean
 
 
 def _plain_json(value: Any, where: str) -> dict[str, Any]:

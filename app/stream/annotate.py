@@ -41,6 +41,9 @@ class OverlayOptions:
     labels: bool = True
     ids: bool = True
     min_score: float = 0.0
+    # Boxes moved by their track's velocity to each frame's time (DESIGN 1); false draws
+    # the newest result where it was found (the baseline of scripts/bench_liveview.py).
+    motion: bool = True
 
 
 def track_colour(track_id: int) -> tuple[int, int, int]:

@@ -98,3 +98,25 @@ def offered_addresses(addresses: tuple[str, ...]) -> Iterator[None]:
         yield
     finally:
         _chosen.reset(token)
+
+
+def sdp_candidates(sdp: str) -> list[str]:
+    """The ICE candidates of an SDP as `address:port protocol type`, for the log."""
+    found = []
+    for line in sdp.splitlines():
+        if line.startswith("a=candidate:"):
+            parts = line.split()
+            if len(parts) >= 8:
+                found.append(f"{parts[4]}:{parts[5]} {parts[2].lower()} {parts[7]}")
+    return found
+
+
+def connect_failure_reason(what: str, offered: list[str]) -> str:
+    """Why a session's video never connected, and what to change (DESIGN 3.5 reason shape)."""
+    offer = f"the server offered {', '.join(offered)}" if offered else "the server offered no address it could bind"
+    return (
+        f"IceConnectionError: {what}; {offer} "
+        "(the browser must reach one of these over UDP: start the server with --ice-address set to an address "
+        "the browser can reach, add a TURN server with --ice-server turn://user:pass@host:port that both can "
+        "reach, or open the network or firewall between them to UDP)"
+    )

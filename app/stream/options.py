@@ -1,4 +1,4 @@
-"""Per-session client options: overlay toggles, `min_score`, plugin choice, and plugin options.
+"""Per-session client options: overlay toggles (and `motion`), `min_score`, plugin choice, and plugin options.
 
 The same rules apply to the offer's `options` and to `options` messages on the
 data channel. Overlay keys are checked here; every other key is the plugin's
@@ -15,7 +15,7 @@ from typing import Any
 
 from app.stream.annotate import OverlayOptions
 
-OVERLAY_FLAGS = ("boxes", "labels", "ids")
+OVERLAY_FLAGS = ("boxes", "labels", "ids", "motion")
 MAX_OPTION_KEYS = 64
 MAX_OPTIONS_BYTES = 8 * 1024
 # Keys of an `options` message that are about the message or the session, not the plugin.

@@ -8,8 +8,10 @@ Three parts run side by side, and none waits on another:
   session's tracker (the plugin, in its worker); a frame replaced in the slot
   before it was taken was never processed and is counted as dropped;
 - the output track (`AnnotatedTrack`) is what the encoder reads: each `recv()`
-  returns the next newest input frame with the newest tracks drawn on it, so the
-  output keeps the input's frame rate whatever the plugin's speed.
+  returns the next newest input frame with the newest tracks drawn on it, moved
+  to that frame's time by each track's motion (`TrackMotion`), so the output
+  keeps the input's frame rate whatever the plugin's speed, and the boxes stay
+  on what they track between results.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from av import VideoFrame
 
 from app.stream.annotate import OverlayOptions, annotate
+from app.stream.motion import TrackMotion
 from app.stream.stats import SessionStats
 
 logger = logging.getLogger(__name__)
@@ -98,8 +101,10 @@ class AnnotatedTrack(MediaStreamTrack):
         if entry is None:
             self.stop()
             raise MediaStreamError
-        frame = annotate(entry.frame, self._pump.tracks, self._pump.overlay())
-        self._pump.stats.frame_out(entry.received_at, time.monotonic())
+        overlay = self._pump.overlay()
+        placed = self._pump.motion.place(entry.received_at, overlay.motion)
+        frame = annotate(entry.frame, placed.tracks, overlay)
+        self._pump.stats.frame_out(entry.received_at, time.monotonic(), placed.age_s)
         return frame
 
     def stop(self) -> None:
@@ -127,7 +132,7 @@ class FramePump:
         self._on_end = on_end
         self.to_track: LatestFrameSlot[InputFrame] = LatestFrameSlot()
         self.outgoing: LatestFrameSlot[InputFrame] = LatestFrameSlot()
-        self.tracks: list[dict[str, Any]] = []
+        self.motion = TrackMotion()
         self.output = AnnotatedTrack(self)
         self._reader: asyncio.Task[None] | None = None
         self._tracking: asyncio.Task[None] | None = None
@@ -138,7 +143,7 @@ class FramePump:
 
     def clear_tracks(self) -> None:
         """Draw nothing until the next processed frame (plugin failed or switched)."""
-        self.tracks = []
+        self.motion.clear()
 
     async def _read(self) -> None:
         reason = "the peer's video track ended"
@@ -166,10 +171,10 @@ class FramePump:
                 tracks = await self._tracker(entry)
                 if tracks is None:
                     self.stats.frames_dropped += 1
-                    self.tracks = []
+                    self.motion.clear()
                 else:
-                    self.stats.frames_processed += 1
-                    self.tracks = tracks
+                    self.stats.frame_processed(time.monotonic())
+                    self.motion.update(tracks, entry.received_at)
         except Exception:
             # The tracker never raises for a plugin's fault (the sandbox answers every call),
             # so this is a server bug: log it and end the session rather than stream untracked.
@@ -186,4 +191,4 @@ class FramePump:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         self._reader = self._tracking = None
-        self.tracks = []
+        self.motion.clear()

@@ -17,7 +17,7 @@ from app.runtime.registry import PluginState, utc_iso
 from app.runtime.runtime import PluginRuntime
 from app.stream.annotate import OverlayOptions, above
 from app.stream.feeds import TrackFeed
-from app.stream.ice import offered_addresses
+from app.stream.ice import connect_failure_reason, offered_addresses, sdp_candidates
 from app.stream.options import OptionsError, SessionOptions, merge_options, requested_plugin
 from app.stream.pump import FramePump, InputFrame
 from app.stream.stats import SessionStats
@@ -30,6 +30,9 @@ MAX_MESSAGE_BYTES = 16 * 1024
 # tracks messages are skipped instead of piling up in aiortc's unbounded SCTP queue.
 MAX_CHANNEL_BUFFER = 1 << 20
 CLOSE_TIMEOUT_S = 5.0
+# A browser that cannot reach any offered address never connects and says nothing:
+# past this bound the session ends with a reason that says what to change.
+ICE_CONNECT_TIMEOUT_S = 15.0
 USABLE = (PluginState.INITIALIZED.value, PluginState.RUNNING.value)
 
 
@@ -73,6 +76,9 @@ class Session:
         self._close_task: asyncio.Task[None] | None = None
         self._generation = 0  # bumped on a plugin switch: results of the old plugin are discarded
         self._last_status: tuple[str, str | None] | None = None
+        self._connected = False
+        self._offered: list[str] = []
+        self._ice_deadline: asyncio.TimerHandle | None = None
         self.pc.on("track", self._on_track)
         self.pc.on("datachannel", self._on_datachannel)
         self.pc.on("connectionstatechange", self._on_connection_state)
@@ -95,7 +101,21 @@ class Session:
         except Exception as exc:  # an offer aiortc accepted but cannot answer (e.g. no codec in common)
             what = f"{type(exc).__name__}: {str(exc)[:200]}"
             raise OfferError(f"the offer cannot be answered ({what}); offer VP8 or H.264 video") from None
-        return str(self.pc.localDescription.sdp)
+        answer_sdp = str(self.pc.localDescription.sdp)
+        self._offered = sdp_candidates(answer_sdp)
+        logger.info(
+            "session %s: ICE candidates offered: %s; the client's: %s",
+            self.session_id,
+            ", ".join(self._offered) or "none",
+            ", ".join(sdp_candidates(sdp)) or "none (trickled or mDNS only)",
+        )
+        self._ice_deadline = asyncio.get_running_loop().call_later(ICE_CONNECT_TIMEOUT_S, self._ice_timed_out)
+        return answer_sdp
+
+    def _ice_timed_out(self) -> None:
+        if not self._connected:
+            what = f"the video connection did not connect within {ICE_CONNECT_TIMEOUT_S:g} s"
+            self.request_close(connect_failure_reason(what, self._offered))
 
     def _on_track(self, track: MediaStreamTrack) -> None:
         if track.kind != "video" or self._pump is not None:
@@ -112,7 +132,13 @@ class Session:
     def _on_connection_state(self) -> None:
         state = self.pc.connectionState
         logger.debug("session %s: peer connection %s", self.session_id, state)
-        if state in ("failed", "closed"):
+        if state == "connected":
+            self._connected = True
+        elif state == "failed" and not self._connected:
+            self.request_close(
+                connect_failure_reason("the ICE checks failed: no offered address answered", self._offered)
+            )
+        elif state in ("failed", "closed"):
             self.request_close(f"the peer connection {state}")
 
     # -- tracking ---------------------------------------------------------------------
@@ -299,6 +325,8 @@ class Session:
     async def _teardown(self, reason: str) -> None:
         self.close_reason = reason
         logger.info("session %s: closing: %s", self.session_id, reason)
+        if self._ice_deadline is not None:
+            self._ice_deadline.cancel()
         try:
             for feed in self._feeds:
                 feed.close()

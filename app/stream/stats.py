@@ -49,7 +49,9 @@ class SessionStats:
         self.last_frame_at: float | None = None
         self._fps_in = RateMeter()
         self._fps_out = RateMeter()
+        self._fps_processed = RateMeter()
         self._latency_ms: deque[float] = deque(maxlen=LATENCY_SAMPLES)
+        self._box_age_ms: deque[float] = deque(maxlen=LATENCY_SAMPLES)
 
     def frame_in(self, now: float) -> int:
         """Count an input frame; its index (from 0)."""
@@ -59,14 +61,20 @@ class SessionStats:
         self._fps_in.mark(now)
         return index
 
-    def frame_out(self, received_at: float, now: float) -> None:
+    def frame_processed(self, now: float) -> None:
+        self.frames_processed += 1
+        self._fps_processed.mark(now)
+
+    def frame_out(self, received_at: float, now: float, box_age_s: float | None = None) -> None:
+        """Count an output frame; `box_age_s`: its arrival minus that of the frame whose result is drawn on it."""
         self.frames_out += 1
         self._fps_out.mark(now)
         self._latency_ms.append((now - received_at) * 1000)
+        if box_age_s is not None:
+            # A result newer than the frame it is drawn on (a fast plugin, a slow encoder) is age 0.
+            self._box_age_ms.append(max(0.0, box_age_s) * 1000)
 
     def snapshot(self, now: float) -> dict[str, Any]:
-        latencies = sorted(self._latency_ms)
-        p50, p95 = percentile(latencies, 0.5), percentile(latencies, 0.95)
         return {
             "frames_in": self.frames_in,
             "frames_processed": self.frames_processed,
@@ -74,8 +82,13 @@ class SessionStats:
             "frames_out": self.frames_out,
             "fps_in": round(self._fps_in.rate(now), 2),
             "fps_out": round(self._fps_out.rate(now), 2),
-            "latency_ms": {
-                "p50": round(p50, 3) if p50 is not None else None,
-                "p95": round(p95, 3) if p95 is not None else None,
-            },
+            "fps_processed": round(self._fps_processed.rate(now), 2),
+            "latency_ms": _quantiles(self._latency_ms),
+            "box_age_ms": _quantiles(self._box_age_ms),
         }
+
+
+def _quantiles(samples: deque[float]) -> dict[str, float | None]:
+    ordered = sorted(samples)
+    p50, p95 = percentile(ordered, 0.5), percentile(ordered, 0.95)
+    return {"p50": round(p50, 3) if p50 is not None else None, "p95": round(p95, 3) if p95 is not None else None}

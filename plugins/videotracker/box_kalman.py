@@ -56,9 +56,10 @@ class BoxKalman:
     def box(self) -> FloatArray:
         return cxcywh_to_xyxy(self.mean)
 
-    def predict(self, steps: int) -> None:
-        """Advance by `steps` frames; the server drops frames when busy, so gaps are normal."""
-        steps = max(1, steps)
+    def predict(self, steps: float) -> None:
+        """Advance by `steps` frame times (1/30 s each; fractions allowed); the server drops
+        frames when busy, so gaps are normal."""
+        steps = max(0.1, steps)
         transition = np.eye(8)
         transition[:4, 4:] = steps * np.eye(4)
         w, h = float(self.mean[2]), float(self.mean[3])

@@ -3,6 +3,15 @@
 MTCNN takes one batch only of equal-size images, and its pyramid depends on the
 minimum face size, so frames are grouped by (height, width, min_face_size) and each
 group runs as one batch (split into chunks of `max_batch` to bound memory).
+
+Speed on a CPU (measured at 640x480 by scripts/bench_tracking.py, see docs/decisions.md):
+- frames are detected at a working resolution (longest side `working_size`, 320 by
+  default), with the minimum face size scaled to match, and boxes scaled back: a
+  face a webcam sees is 60-300 px tall at 640x480, 30-150 px at 320x240, well above
+  the 12 px MTCNN needs, for about a quarter of the pixels;
+- the three nets run in channels-last memory layout: torch's CPU max-pooling and
+  convolutions are 2-3x faster in it than in the default layout on these small nets;
+- a coarser image pyramid (`pyramid_factor`) has fewer levels to run PNet on.
 """
 
 from __future__ import annotations
@@ -15,7 +24,7 @@ import numpy as np
 import numpy.typing as npt
 import torch
 from facenet_pytorch import MTCNN
-from facenet_pytorch.models.utils.detect_face import detect_face
+from mtcnn_stages import detect_faces, resize
 
 logger = logging.getLogger(__name__)
 
@@ -38,12 +47,16 @@ class Detections:
 
 
 class FaceDetector:
-    def __init__(self, device: str, max_batch: int) -> None:
+    def __init__(self, device: str, max_batch: int, working_size: int = 0, pyramid_factor: float = 0.709) -> None:
+        """`working_size`: the longest side frames are detected at (0: as they come)."""
         self._device = torch.device(device)
         self._max_batch = max_batch
+        self._working_size = working_size
         # keep_all: every face, not only the most likely one. The weights load from
         # facenet_pytorch/data inside the wheel; nothing is downloaded.
-        self._mtcnn = MTCNN(keep_all=True, device=self._device).eval()
+        self._mtcnn = MTCNN(keep_all=True, device=self._device, factor=pyramid_factor).eval()
+        for net in (self._mtcnn.pnet, self._mtcnn.rnet, self._mtcnn.onet):
+            net.to(memory_format=torch.channels_last)
 
     @property
     def device(self) -> torch.device:
@@ -66,17 +79,26 @@ class FaceDetector:
                     results[n] = detections
         return results
 
+    def working_scale(self, height: int, width: int) -> float:
+        """Input pixels per working pixel (>= 1: frames are never upscaled)."""
+        if self._working_size <= 0:
+            return 1.0
+        return max(1.0, max(height, width) / self._working_size)
+
     def _detect_batch(self, images: list[Image], min_face_size: int) -> list[Detections]:
-        # np.stack copies out of the read-only shared-memory views: nothing of the
-        # caller's frames is kept or written to.
-        batch = torch.from_numpy(np.stack(images)).to(self._device)
-        mtcnn = self._mtcnn
-        with torch.inference_mode():
-            found, _ = detect_face(
-                batch, min_face_size, mtcnn.pnet, mtcnn.rnet, mtcnn.onet, mtcnn.thresholds, mtcnn.factor, self._device
-            )
         height, width = images[0].shape[:2]
-        return [_to_detections(raw, width, height) for raw in found]
+        scale = self.working_scale(height, width)
+        # The smallest face asked for, in working pixels; MTCNN cannot go under 12.
+        working_min_face = max(SMALLEST_MIN_FACE_SIZE, round(min_face_size / scale))
+        with torch.inference_mode():
+            # np.stack copies out of the read-only shared-memory views: nothing of the
+            # caller's frames is kept or written to.
+            batch = torch.from_numpy(np.stack(images)).to(self._device).permute(0, 3, 1, 2).float().contiguous()
+            if scale > 1.0:
+                size = (round(height / scale), round(width / scale))
+                batch = resize(batch, size)
+            found = detect_faces(self._mtcnn, batch, working_min_face)
+        return [_to_detections(raw.cpu().numpy(), width, height, scale) for raw in found]
 
 
 def _check_image(image: Image, n: int) -> None:
@@ -84,9 +106,9 @@ def _check_image(image: Image, n: int) -> None:
         raise ValueError(f"frame {n} must be H x W x 3 uint8 RGB, got shape {image.shape} dtype {image.dtype}")
 
 
-def _to_detections(raw: object, width: int, height: int) -> Detections:
+def _to_detections(raw: object, width: int, height: int, scale: float) -> Detections:
     rows = np.asarray(raw, dtype=np.float64).reshape(-1, 5)
-    boxes = rows[:, :4].copy()
+    boxes = rows[:, :4] * scale
     # MTCNN boxes may reach past the frame for a face at its edge; clients draw in frame pixels.
     boxes[:, [0, 2]] = boxes[:, [0, 2]].clip(0, width)
     boxes[:, [1, 3]] = boxes[:, [1, 3]].clip(0, height)

@@ -36,6 +36,8 @@ class Frame(Protocol):
     @property
     def index(self) -> int: ...
     @property
+    def pts(self) -> int: ...
+    @property
     def image(self) -> npt.NDArray[np.uint8]: ...
     @property
     def options(self) -> Mapping[str, Any]: ...
@@ -68,7 +70,8 @@ class VideoTracker:
         self._settings = PluginSettings.from_config(config)
         if device == "cpu":
             torch.set_num_threads(cpu_threads(self._settings.cpu_threads))
-        self._detector = FaceDetector(device, self._settings.max_batch)
+        settings = self._settings
+        self._detector = FaceDetector(device, settings.max_batch, settings.working_size, settings.pyramid_factor)
         self._sessions: OrderedDict[str, _Session] = OrderedDict()
         # One counter for every session: an id never means two faces, whatever the session.
         self._ids = itertools.count(1)
@@ -89,10 +92,16 @@ class VideoTracker:
         for frame, frame_options, found in zip(batch, options, detections, strict=True):
             height, width = frame.image.shape[:2]
             faces = self._session(frame.session_id).tracker.update(
-                frame.index, found.boxes, found.scores, frame_options.min_score, (width, height)
+                frame.index, found.boxes, found.scores, frame_options.min_score, (width, height), frame.pts
             )
             tracks = [
-                {"id": face.track_id, "box": [float(v) for v in face.box], "score": face.score, "label": LABEL}
+                {
+                    "id": face.track_id,
+                    "box": [float(v) for v in face.box],
+                    "score": face.score,
+                    "label": LABEL,
+                    "velocity": [round(v, 1) for v in face.velocity],
+                }
                 for face in faces
             ]
             results.append({"tracks": tracks})

@@ -26,6 +26,10 @@ class PluginSettings:
     max_batch: int = 8
     max_sessions: int = 64
     cpu_threads: int = 0  # 0: half the cores, at least one
+    # Frames are detected with their longest side scaled down to this many pixels (0: as
+    # they come), and the pyramid steps by this factor; see face_detector.py for the speed.
+    working_size: int = 256
+    pyramid_factor: float = 0.6
     tracker: TrackerSettings = TrackerSettings()
 
     @classmethod
@@ -56,6 +60,10 @@ class PluginSettings:
         for key in ("max_batch", "max_sessions"):
             if getattr(self, key) < 1:
                 raise ValueError(f"config '{key}' must be at least 1, got {getattr(self, key)}")
+        if self.working_size != 0 and self.working_size < 64:
+            raise ValueError(f"config 'working_size' must be 0 (full size) or at least 64, got {self.working_size}")
+        if not 0.3 <= self.pyramid_factor <= 0.9:
+            raise ValueError(f"config 'pyramid_factor' must be within 0.3..0.9, got {self.pyramid_factor}")
         if self.cpu_threads < 0:
             raise ValueError(f"config 'cpu_threads' must be 0 (automatic) or more, got {self.cpu_threads}")
         if self.tracker.min_hits < 1 or self.tracker.max_lost_frames < 0:

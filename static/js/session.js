@@ -13,6 +13,19 @@ import { deleteSession, sendOffer } from "./api.js";
 import { openCamera } from "./camera.js";
 
 const GATHER_TIMEOUT_MS = 3000;
+// The server ends a session whose video has not connected in 15 s (ICE_CONNECT_TIMEOUT_S in
+// app/stream/session.py); the page gives up at the same time and says what to change.
+const ICE_CONNECT_TIMEOUT_MS = 15000;
+const ICE_HELP =
+  "The browser could not reach any address the server offered for video. If the server runs on " +
+  "another machine, start it with --ice-address set to an address this browser can reach, or give it " +
+  "a TURN server both can reach (--ice-server turn://user:pass@host:port); a firewall or VPN that " +
+  "blocks UDP between them has the same effect.";
+
+/** The error shown when the video connection never comes up (kind "ice"). */
+export function iceError(what) {
+  return { title: `The video connection did not connect: ${what}.`, help: ICE_HELP, kind: "ice" };
+}
 
 function iceGatheringDone(pc) {
   if (pc.iceGatheringState === "complete") return Promise.resolve();
@@ -38,6 +51,8 @@ export class LiveSession extends EventTarget {
   #sender = null;
   #channel = null;
   #ended = false;
+  #connected = false;
+  #iceTimer = null;
 
   /** settings: {plugin, deviceId, resolution, options}; token(): the admin token or null. */
   constructor(settings, token = () => null) {
@@ -75,6 +90,7 @@ export class LiveSession extends EventTarget {
       this.sessionId = answer.session_id;
       if (this.#ended) return this.#closeOnServer(false);
       await pc.setRemoteDescription({ type: "answer", sdp: answer.sdp });
+      this.#iceTimer = setTimeout(() => this.#iceFailed(`no answer within ${ICE_CONNECT_TIMEOUT_MS / 1000} s`), ICE_CONNECT_TIMEOUT_MS);
       await this.#keepResolution();
     } catch (error) {
       this.#finish("", error);
@@ -109,10 +125,22 @@ export class LiveSession extends EventTarget {
     }
   }
 
+  #iceFailed(what) {
+    if (this.#connected || this.#ended) return;
+    this.#closeOnServer(false);
+    this.#finish("", iceError(what));
+  }
+
   #onConnectionState() {
     const state = this.#pc?.connectionState;
-    if (state === "connected") this.#emit("live", { sessionId: this.sessionId });
-    if (state === "failed") {
+    if (state === "connected") {
+      this.#connected = true;
+      clearTimeout(this.#iceTimer);
+      this.#emit("live", { sessionId: this.sessionId });
+    }
+    if (state === "failed" && !this.#connected) {
+      this.#iceFailed("the connectivity checks failed");
+    } else if (state === "failed") {
       this.stop(
         "The video connection to the server failed. If the server runs on another machine, " +
           "start it with --ice-address set to an address this browser can reach.",
@@ -177,6 +205,7 @@ export class LiveSession extends EventTarget {
   #finish(reason, error) {
     if (this.#ended) return;
     this.#ended = true;
+    clearTimeout(this.#iceTimer);
     try {
       this.#channel?.close();
       this.#pc?.close();

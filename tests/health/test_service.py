@@ -120,9 +120,18 @@ def test_session_series_follow_the_session_summaries() -> None:
         "frames_out": 300,
         "fps_in": 30.0,
         "fps_out": 29.5,
+        "fps_processed": 8.0,
         "latency_ms": {"p50": 12.0, "p95": 40.0},
+        "box_age_ms": {"p50": 120.0, "p95": 250.0},
     }
-    connecting = {**streaming, "session_id": "s2", "state": "connecting", "fps_in": None, "latency_ms": None}
+    connecting = {
+        **streaming,
+        "session_id": "s2",
+        "state": "connecting",
+        "fps_in": None,
+        "latency_ms": None,
+        "box_age_ms": {"p50": None, "p95": None},
+    }
     collectors = CollectorRegistry(auto_describe=False)
     collectors.register(LivetrackCollector(HealthHub(registry, FakeSessions([streaming, connecting]))))
     found = samples(generate_latest(collectors).decode())
@@ -131,8 +140,12 @@ def test_session_series_follow_the_session_summaries() -> None:
     assert value(found, "livetrack_session_fps", session="s1", plugin="p", direction="out") == 29.5
     assert value(found, "livetrack_session_frames_total", session="s1", kind="dropped") == 50
     assert value(found, "livetrack_session_latency_seconds", session="s1", quantile="0.95") == 0.04
+    assert value(found, "livetrack_session_box_age_seconds", session="s1", quantile="0.5") == 0.12
+    assert value(found, "livetrack_session_box_age_seconds", session="s1", quantile="0.95") == 0.25
+    assert value(found, "livetrack_session_fps", session="s1", plugin="p", direction="processed") == 8.0
     # Unknown yet (null in the summary) means no sample, never a made-up zero.
     assert not [
         s for s in found["livetrack_session_fps"] if s.labels["session"] == "s2" and s.labels["direction"] == "in"
     ]
     assert not [s for s in found.get("livetrack_session_latency_seconds", []) if s.labels["session"] == "s2"]
+    assert not [s for s in found.get("livetrack_session_box_age_seconds", []) if s.labels["session"] == "s2"]

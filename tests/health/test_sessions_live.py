@@ -29,12 +29,24 @@ async def test_a_session_shows_in_sessions_messages_at_most_once_a_second_and_in
         summary = streaming.payload["sessions"][0]
         assert summary["plugin"] == "colorblob" and summary["frames_in"] > 0
         session_id = summary["session_id"]
+        # Box age is known once an output frame has had a result drawn on it (external state: poll).
+        async with asyncio.timeout(10):
+            while (await asyncio.to_thread(server.get, f"/v1/sessions/{session_id}")).json()["box_age_ms"][
+                "p50"
+            ] is None:
+                await asyncio.sleep(0.1)
 
         text = (await asyncio.to_thread(server.get, "/metrics")).text
         wanted = {"session": session_id, "plugin": "colorblob", "direction": "in"}
         samples = [s for family in text_string_to_metric_families(text) for s in family.samples]
         fps = [s.value for s in samples if s.name == "livetrack_session_fps" and s.labels == wanted]
         assert fps and fps[0] > 0
+        ages = {
+            s.labels["quantile"]: s.value
+            for s in samples
+            if s.name == "livetrack_session_box_age_seconds" and s.labels["session"] == session_id
+        }
+        assert set(ages) == {"0.5", "0.95"} and 0 <= ages["0.5"] <= ages["0.95"] < 5, ages
 
         await stream.close()
         seen: set[str] = set()

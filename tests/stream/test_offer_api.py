@@ -21,7 +21,7 @@ TOKEN = "s3cret"
 ADMIN = {"Authorization": f"Bearer {TOKEN}"}
 SUMMARY_FIELDS = {
     "session_id", "plugin", "state", "created_at", "frames_in", "frames_processed", "frames_dropped", "frames_out",
-    "fps_in", "fps_out", "latency_ms", "plugin_state",
+    "fps_in", "fps_out", "fps_processed", "latency_ms", "box_age_ms", "plugin_state",
 }  # fmt: skip
 
 
@@ -103,6 +103,7 @@ def test_sessions_are_listed_with_every_summary_field(server: LiveServer, sessio
     assert set(summary) == SUMMARY_FIELDS
     assert summary["state"] == "connecting" and summary["plugin"] == "colorblob" and summary["frames_in"] == 0
     assert set(summary["latency_ms"]) == {"p50", "p95"}
+    assert summary["box_age_ms"] == {"p50": None, "p95": None}  # no result drawn yet
 
 
 def test_delete_closes_the_session(server: LiveServer) -> None:

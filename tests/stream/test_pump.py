@@ -107,7 +107,7 @@ async def test_output_sends_each_newest_frame_once_with_the_newest_tracks_drawn(
     first = await harness.pump.output.recv()
     second = await harness.pump.output.recv()
     assert (second.pts or 0) > (first.pts or 0)
-    while not harness.pump.tracks:
+    while not harness.stats.frames_processed:
         await asyncio.sleep(0.01)
     drawn = (await harness.pump.output.recv()).to_ndarray(format="rgb24")
     assert np.abs(drawn[20, 4].astype(int) - track_colour(3)).max() < 40

@@ -76,7 +76,8 @@ def scenario_session(out: Path) -> Result:
             result["remote_size"] = page.evaluate(REMOTE_SIZE)
             wait_until(lambda: (tile(page, "fps_in") or 0) > 10, 15)
             result["tiles"] = {
-                key: tile(page, key) for key in ("fps_in", "fps_out", "processed", "dropped", "p50", "p95")
+                key: tile(page, key)
+                for key in ("fps_in", "fps_out", "processed", "dropped", "box_age_p50", "box_age_p95")
             }
             result["charts_drawn"] = page.evaluate(
                 """() => [...document.querySelectorAll('#stats-tiles canvas')].filter((c) => {
@@ -377,7 +378,33 @@ def scenario_server_down(out: Path) -> Result:
     return result
 
 
+def scenario_ice(out: Path) -> Result:
+    """The server offers an address the browser cannot reach: the page says so and what to change."""
+    result: Result = {}
+    server = Server(out, ice_address="192.0.2.1")  # TEST-NET-1: no interface here has it
+    server.start()
+    try:
+        with browser() as context:
+            page, errors = open_page(context, server)
+            page.click("#start-button")
+            started = time.monotonic()
+            shown = wait_until(lambda: page.is_visible("#camera-message"), 40)
+            result["seconds_to_message"] = round(time.monotonic() - started, 1)
+            result["message"] = page.inner_text("#camera-message") if shown else None
+            result["kind"] = page.get_attribute("#camera-message", "data-kind")
+            result["phase"] = page.get_attribute("#viewport", "data-phase")
+            result["session_line"] = page.inner_text("#session-line")
+            page.screenshot(path=out / "ice-failed.png")
+            result["sessions_after"] = wait_until(lambda: server.sessions() == [], 20)
+            result["close_reasons"] = list(server.close_reasons().values())
+            result["errors"] = errors.errors
+    finally:
+        server.close()
+    return result
+
+
 SCENARIOS: dict[str, Callable[[Path], Result]] = {
+    "ice": scenario_ice,
     "session": scenario_session,
     "crash": scenario_crash,
     "camera": scenario_camera,

@@ -107,8 +107,9 @@ def png_bytes() -> bytes:
 class Server:
     """`python -m app` on 127.0.0.1, serving PLUGINS; can be stopped and started again on the same port."""
 
-    def __init__(self, out: Path, admin_token: str | None = None) -> None:
+    def __init__(self, out: Path, admin_token: str | None = None, ice_address: str = "127.0.0.1") -> None:
         self.out = out
+        self.ice_address = ice_address
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.admin_token = admin_token
@@ -124,7 +125,7 @@ class Server:
             sys.executable, "-m", "app",
             "--port", str(self.port),
             "--plugins-dir", str(self.plugins_dir),
-            "--ice-address", "127.0.0.1",
+            "--ice-address", self.ice_address,
             "--gpu-policy", "cpu",
             "--log-level", "INFO",
         ]  # fmt: skip

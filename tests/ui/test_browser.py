@@ -148,12 +148,15 @@ def test_start_from_the_keyboard_plays_the_annotated_video(scenario: Callable[[s
     assert result["session_line"].startswith("Streaming to colorblob")
 
 
-def test_stats_panel_shows_live_frame_rates_and_latency(scenario: Callable[[str], Result]) -> None:
+def test_stats_panel_shows_live_frame_rates_processed_fps_and_box_age(scenario: Callable[[str], Result]) -> None:
     result = scenario("session")
     tiles = result["tiles"]
     assert tiles["fps_in"] > 10 and tiles["fps_out"] > 10, tiles
     assert tiles["processed"] > 1, tiles
-    assert tiles["dropped"] is not None and tiles["p50"] is not None and tiles["p95"] is not None, tiles
+    assert tiles["dropped"] is not None, tiles
+    # colorblob answers in a few ms: the boxes drawn are a frame or two old, never seconds.
+    assert tiles["box_age_p50"] is not None and 0 <= tiles["box_age_p50"] <= 1000, tiles
+    assert tiles["box_age_p95"] is not None and tiles["box_age_p95"] >= tiles["box_age_p50"], tiles
     assert result["charts_drawn"] == 6
 
 
@@ -188,6 +191,20 @@ def test_page_is_labelled_readable_on_a_phone_and_error_free(scenario: Callable[
 
 
 # -- a crashing plugin and the restart button -------------------------------------------------------
+def test_a_video_connection_that_cannot_connect_says_what_to_change(scenario: Callable[[str], Result]) -> None:
+    """The symptom prevented: "Starting…" forever when the browser cannot reach the server's addresses."""
+    result = scenario("ice")
+    assert result["message"] is not None, result
+    assert result["kind"] == "ice" and result["phase"] == "idle", result
+    assert "did not connect" in result["message"] and "--ice-address" in result["message"], result
+    assert "TURN" in result["message"] and "firewall" in result["message"], result
+    assert result["seconds_to_message"] <= 30, result
+    assert result["sessions_after"], "the session stayed open on the server"
+    # The server's bound starts when it answers, before the page's: its reason is the one logged.
+    assert [r for r in result["close_reasons"] if r.startswith("IceConnectionError: ")], result["close_reasons"]
+    assert not unexpected_errors(result["errors"]), result["errors"]
+
+
 def test_crashed_plugin_shows_failed_and_its_reason_within_2_s(scenario: Callable[[str], Result]) -> None:
     result = scenario("crash")
     assert result["run_status"] == 502

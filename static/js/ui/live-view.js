@@ -2,6 +2,7 @@
 // and the session's line, messages and stats.
 
 import { ApiError } from "../api.js";
+import { TrackMotion } from "../motion.js";
 import { clearCanvas, drawTracks } from "../overlay.js";
 import { RateMeter, VideoFrameCounter } from "../rates.js";
 import { LiveSession } from "../session.js";
@@ -9,8 +10,6 @@ import { CameraControls } from "./camera-controls.js";
 import { announce, byId, toast } from "./dom.js";
 import { clock, isUsable } from "./format.js";
 
-// Tracks older than this are not drawn: the plugin failed or stalls.
-const TRACKS_STALE_MS = 1500;
 // Session stats from the health channel older than this are shown as unknown.
 const SUMMARY_STALE_MS = 3000;
 const IDLE_TEXT = "Your camera is off. Press Start to stream it to the server.";
@@ -85,8 +84,7 @@ export class LiveView {
     const live = (this.#live = {
       session,
       summary: null,
-      tracks: [],
-      tracksAt: 0,
+      motion: new TrackMotion(),
       processed: new RateMeter(),
       received: new VideoFrameCounter(this.#el.remote),
       startedAt: 0,
@@ -114,8 +112,8 @@ export class LiveView {
     });
     on("tracks", (message) => {
       live.processed.mark();
-      live.tracks = message.tracks;
-      live.tracksAt = performance.now();
+      // The frame these tracks are for reached the server latency_ms before they were sent.
+      live.motion.update(message.tracks, performance.now() - (message.latency_ms ?? 0));
     });
     on("status", (status) => this.#showPluginStatus(status));
     on("error", (error) => toast(error.message, "error", 8000));
@@ -226,8 +224,8 @@ export class LiveView {
       fps_out: summary?.fps_out ?? null,
       processed: live.session.sessionId ? live.processed.rate() : null,
       dropped: summary?.frames_dropped ?? null,
-      p50: summary?.latency_ms?.p50 ?? null,
-      p95: summary?.latency_ms?.p95 ?? null,
+      box_age_p50: summary?.box_age_ms?.p50 ?? null,
+      box_age_p95: summary?.box_age_ms?.p95 ?? null,
     });
     if (!live.startedAt) {
       this.#el.statsMeta.textContent = "Connecting…";
@@ -252,9 +250,9 @@ export class LiveView {
     summary.dataset.tracks = String(tracks.length);
   }
 
+  /** The newest tracks, moved to now by their motion; none once they are past coasting. */
   #currentTracks() {
-    const live = this.#live;
-    return live && performance.now() - live.tracksAt < TRACKS_STALE_MS ? live.tracks : [];
+    return this.#live ? this.#live.motion.place(performance.now()) : [];
   }
 
   #drawOverlay() {

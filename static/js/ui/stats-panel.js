@@ -9,8 +9,14 @@ const TILES = [
   { key: "fps_out", label: "Output", unit: "fps", digits: 1, help: "Annotated frames per second the server sends" },
   { key: "processed", label: "Processed", unit: "fps", digits: 1, help: "Frames per second the plugin tracked" },
   { key: "dropped", label: "Dropped", unit: "frames", digits: 0, help: "Frames replaced before the plugin got to them" },
-  { key: "p50", label: "Latency p50", unit: "ms", digits: 1, help: "Median time from frame in to annotated frame out" },
-  { key: "p95", label: "Latency p95", unit: "ms", digits: 1, help: "95th percentile of the same time" },
+  {
+    key: "box_age_p50",
+    label: "Box age p50",
+    unit: "ms",
+    digits: 0,
+    help: "Median age of the boxes drawn: how long before each frame the tracker saw what is drawn on it",
+  },
+  { key: "box_age_p95", label: "Box age p95", unit: "ms", digits: 0, help: "95th percentile of the same age" },
 ];
 
 export class StatsPanel {
@@ -32,7 +38,7 @@ export class StatsPanel {
     }
   }
 
-  /** One sample per second: {fps_in, fps_out, processed, dropped, p50, p95}; null where unknown. */
+  /** One sample per second: {fps_in, fps_out, processed, dropped, box_age_p50, box_age_p95}; null where unknown. */
   update(sample) {
     for (const tile of this.#tiles.values()) {
       const value = sample[tile.key];
