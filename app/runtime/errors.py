@@ -13,6 +13,7 @@ The error types a reason may name:
       TimeoutError        no answer within timeout_ms; the worker was killed
       WorkerCrashed       the worker process died (signal or exit code)
       MemoryError         the worker's resident memory passed memory_limit_mb; it was killed
+      ProtocolError       the worker sent something other than a plain-data answer (wire.py); it was killed
 """
 
 from __future__ import annotations

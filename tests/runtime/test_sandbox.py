@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from app.runtime.errors import PluginFault
-from app.runtime.frames import FrameInput
+from app.runtime.frames import Frame
 from app.runtime.manifest import read_manifest
 from app.runtime.sandbox import EndSession, Load, PluginWorker, Process, run_plugin_sandboxed
 
@@ -50,11 +50,11 @@ async def workers() -> AsyncIterator[Callable[..., PluginWorker]]:
         await worker.stop()
 
 
-def square_frame(session: str = "s", index: int = 0, at: tuple[int, int] = (100, 200)) -> FrameInput:
+def square_frame(session: str = "s", index: int = 0, at: tuple[int, int] = (100, 200)) -> Frame:
     image = np.zeros((480, 640, 3), np.uint8)
     y, x = at
     image[y : y + 50, x : x + 60] = (255, 0, 0)
-    return FrameInput(session, index, index * 3000, image)
+    return Frame(session, index, index * 3000, image)
 
 
 async def loaded(worker: PluginWorker) -> PluginWorker:
@@ -111,7 +111,7 @@ async def test_frames_arrive_as_read_only_views_of_shared_memory(tmp_path: Path,
     )
     worker = await loaded(workers(folder))
     image = np.full((48, 64, 3), 2, np.uint8)
-    result = await run_plugin_sandboxed(worker, Process([FrameInput("s9", 4, 1234, image, {"min_score": 0.5})]))
+    result = await run_plugin_sandboxed(worker, Process([Frame("s9", 4, 1234, image, {"min_score": 0.5})]))
     assert result.ok, result.error
     assert result.result[0]["extra"] == {
         "wrote": False,
@@ -125,7 +125,7 @@ async def test_frames_arrive_as_read_only_views_of_shared_memory(tmp_path: Path,
     }
     # A larger frame replaces the slot; the worker must read the new one.
     big = np.full((96, 128, 3), 3, np.uint8)
-    result = await run_plugin_sandboxed(worker, Process([FrameInput("s9", 5, 0, big)]))
+    result = await run_plugin_sandboxed(worker, Process([Frame("s9", 5, 0, big)]))
     assert result.ok and result.result[0]["extra"]["sum"] == int(big.sum())
 
 
