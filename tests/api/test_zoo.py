@@ -44,6 +44,8 @@ FRAME_FAILURES = {
     "garbage_type": (502, "ValueError: invalid result: process() must return a list, got str"),
     "garbage_count": (502, "ValueError: invalid result: process() returned 0 results for 1 frames"),
     "garbage_nan": (502, "ValueError: invalid result: result 0 track 0['box'][2] is not finite (nan)"),
+    "pickle_answer": (502, "ProtocolError: the worker sent "),
+    "garbage_bytes": (502, "ProtocolError: the worker sent a message of -1 bytes, outside 0..4194304; worker killed"),
 }
 
 
