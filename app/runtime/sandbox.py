@@ -370,11 +370,13 @@ class PluginWorker:
 
     async def load(self) -> Answer:
         await self._spawn()
+        assert self._process is not None
+        pid = _pid(self._process)
         self._current = LOADING
         answer = await self._exchange(None, self.manifest.load_timeout_ms, EXPECTED_OPS[Load])
         self._current = "waiting for frames"
         # What __init__ started is known from now on, even if the worker dies before the next scan.
-        self._descendants = await asyncio.to_thread(find_tree, _pid(self._process), self._descendants)
+        self._descendants = await asyncio.to_thread(find_tree, pid, self._descendants)
         return answer
 
     async def process(self, frames: Sequence[Frame]) -> Answer:
