@@ -314,8 +314,7 @@ class PluginWorker:
 
     async def _stop(self) -> None:
         process = self._process
-        if process is not None:
-            await self._end_process(process)
+        if process is not None and await self._end_process(process):
             process.close()
         if self._watch_task is not None:
             self._watch_task.cancel()
@@ -328,8 +327,9 @@ class PluginWorker:
         self._slots.close()
         self._process = None
 
-    async def _end_process(self, process: BaseProcess) -> None:
-        """Ask it to stop, wait on its sentinel a bounded time, then kill; the reaper sweeps the tree."""
+    async def _end_process(self, process: BaseProcess) -> bool:
+        """Ask it to stop, wait on its sentinel a bounded time, then kill; the reaper sweeps the tree.
+        False when even SIGKILL did not end it in time (a process stuck in the kernel): it is left behind."""
         self._kill_fault = self._kill_fault or _STOPPED
         if not self._exited.is_set():
             # Read the tree now: once the worker exits, its children are orphans of init.
@@ -343,9 +343,11 @@ class PluginWorker:
                 await asyncio.wait_for(self._exited.wait(), STOP_TIMEOUT_S)
             except TimeoutError:
                 logger.error("plugin %s: worker %s survived SIGKILL for %.0f s", self.name, process.pid, STOP_TIMEOUT_S)
-                return
+                asyncio.get_running_loop().remove_reader(process.sentinel)
+                return False
         assert self._reaper is not None
         await asyncio.gather(self._reaper, return_exceptions=True)
+        return True
 
     # -- calls ----------------------------------------------------------------------
     def _write(self, message: dict[str, Any]) -> None:
