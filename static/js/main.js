@@ -59,7 +59,7 @@ async function restart(name, button) {
   } finally {
     delete button.dataset.busy;
     button.disabled = false;
-    button.textContent = "Restart";
+    button.textContent = button.dataset.action; // Restart or Reload, for the state the plugin is in now
   }
 }
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from app.runtime.errors import PluginFault
-from app.runtime.frames import FrameInput
+from app.runtime.frames import Frame
 from app.runtime.manifest import read_manifest
 from app.runtime.sandbox import EndSession, Load, PluginWorker, Process, run_plugin_sandboxed
 from tests.conftest import LiveServer
@@ -39,7 +39,7 @@ async def tracks_on(policy: str, images: list[np.ndarray]) -> list[list[dict[str
         assert loaded.result["device"] == ("cpu" if policy == "cpu" else "cuda")
         found = []
         for index, image in enumerate(images):
-            result = await run_plugin_sandboxed(worker, Process([FrameInput("match", index, index * 3000, image)]))
+            result = await run_plugin_sandboxed(worker, Process([Frame("match", index, index * 3000, image)]))
             assert result.ok, result.error
             found.append(result.result[0]["tracks"])
         await run_plugin_sandboxed(worker, EndSession("match"))

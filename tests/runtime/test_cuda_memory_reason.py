@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from app.runtime.frames import FrameInput
+from app.runtime.frames import Frame
 from app.runtime.manifest import read_manifest
 from app.runtime.sandbox import Load, PluginWorker, Process, run_plugin_sandboxed
 from app.runtime.worker import cuda_out_of_memory_fault
@@ -45,7 +45,7 @@ async def test_a_cuda_out_of_memory_error_from_a_frame_is_a_memory_error_naming_
     try:
         assert (await run_plugin_sandboxed(worker, Load())).ok
         image = torch.zeros((48, 64, 3), dtype=torch.uint8).numpy()
-        result = await run_plugin_sandboxed(worker, Process([FrameInput("s1", 7, 0, image)]))
+        result = await run_plugin_sandboxed(worker, Process([Frame("s1", 7, 0, image)]))
     finally:
         await worker.stop()
     assert not result.ok and result.error_type == "MemoryError"

@@ -252,7 +252,8 @@ def card_states(page: Page) -> dict[str, Any]:
             li.dataset.name,
             {state: li.dataset.state, badge: li.querySelector('.badge').textContent,
              reason: li.querySelector('.plugin-reason').hidden ? null : li.querySelector('.plugin-reason').textContent,
-             restartVisible: !li.querySelector('.plugin-actions button').hidden},
+             restartVisible: !li.querySelector('.plugin-actions button').hidden,
+             restartLabel: li.querySelector('.plugin-actions button').textContent},
         ]))"""
     )
     return states

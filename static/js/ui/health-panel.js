@@ -3,7 +3,8 @@
 import { announce, el } from "./dom.js";
 import { STATE_HINT, duration, ms, number, time } from "./format.js";
 
-const RESTARTABLE = new Set(["FAILED", "UNAVAILABLE"]);
+// Plugins that cannot take frames until restarted; a usable one can be reloaded (new code or model file).
+const NOT_USABLE = new Set(["FAILED", "UNAVAILABLE"]);
 
 export class HealthPanel {
   #list;
@@ -42,7 +43,7 @@ export class HealthPanel {
     const previous = card.last;
     if (previous && previous.state !== plugin.state) {
       if (!quiet) announce(`${plugin.name} is now ${plugin.state}${plugin.reason ? `: ${plugin.reason}` : ""}`);
-      if (RESTARTABLE.has(previous.state) && !RESTARTABLE.has(plugin.state) && previous.reason) {
+      if (NOT_USABLE.has(previous.state) && !NOT_USABLE.has(plugin.state) && previous.reason) {
         card.past = { state: previous.state, reason: previous.reason, at: new Date() };
       }
     }
@@ -103,12 +104,18 @@ export class HealthPanel {
     parts.note.textContent = plugin.degraded ? `Degraded: ${plugin.degraded}` : "";
     parts.note.hidden = !plugin.degraded;
     const past = card.past;
-    parts.past.hidden = !past || RESTARTABLE.has(plugin.state);
+    parts.past.hidden = !past || NOT_USABLE.has(plugin.state);
     parts.past.textContent = past ? `Recovered at ${time(past.at)} from ${past.state}: ${past.reason}` : "";
     parts.meta.replaceChildren(...this.#metaItems(plugin));
-    const restartable = RESTARTABLE.has(plugin.state);
-    parts.restart.hidden = !restartable;
-    if (restartable && parts.restart.dataset.busy === undefined) parts.restart.disabled = false;
+    // LOADED: a load or restart is under way, and the server would answer 409.
+    parts.restart.hidden = plugin.state === "LOADED";
+    const action = NOT_USABLE.has(plugin.state) ? "Restart" : "Reload";
+    parts.restart.dataset.action = action;
+    parts.restart.setAttribute("aria-label", `${action} ${plugin.name}`);
+    if (parts.restart.dataset.busy === undefined) {
+      parts.restart.textContent = action;
+      parts.restart.disabled = false;
+    }
   }
 
   #metaItems(plugin) {
@@ -129,7 +136,7 @@ export class HealthPanel {
 
   #updateMeta(stale = this.#list.hasAttribute("data-stale")) {
     const plugins = [...this.#cards.values()].map((card) => card.last);
-    const broken = plugins.filter((plugin) => RESTARTABLE.has(plugin.state)).length;
+    const broken = plugins.filter((plugin) => NOT_USABLE.has(plugin.state)).length;
     const summary = `${plugins.length} plugin${plugins.length === 1 ? "" : "s"}${broken ? `, ${broken} not usable` : ""}`;
     this.#meta.textContent = stale ? `${summary} · last known` : `${summary} · live`;
   }
