@@ -1,0 +1,596 @@
+"""The Ray backend (DESIGN 6): each plugin as the Ray Serve application `livetrack-<plugin>`.
+
+Imported only when the server runs with --ray-address. Every server pointed at the same
+cluster shares one deployment per plugin: the first deploys it, the others attach, and
+frames from all of them meet in the replicas' `@serve.batch` (ray_replica.py).
+
+To the supervisor a `RayPluginWorker` looks like a local worker: a load, per-frame
+calls and session endings that come back as SandboxResults with the same reasons, and
+`on_death` when a replica dies while no call of this server was waiting on it. What
+one server sees (a replica that died under its frame, a replica's own deadline or
+memory verdict) it publishes in Ray's key-value store, and every server's watcher
+turns it into the same FAILED reason; a plugin is INITIALIZED again once Serve reports
+its replicas running and healthy.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import os
+import re
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import ray
+from ray import serve
+from ray.experimental import internal_kv
+
+import app as app_package
+from app.runtime.errors import Outcome, PluginFault, restart_hint
+from app.runtime.frames import Frame, InvalidResult, validate_results
+from app.runtime.manifest import Manifest, ManifestError
+from app.runtime.ray_config import RayConfig, read_ray_config
+from app.runtime.ray_replica import KV_NAMESPACE, PluginReplica, load_fault, replica_fault_key
+from app.runtime.registry import PluginRegistry
+from app.runtime.sandbox import CALL_ALLOWANCE_MS, EndSession, Load, Process, SandboxResult
+from app.runtime.wire import WireError, encode, fault_to_wire, parse_answer
+
+logger = logging.getLogger(__name__)
+
+WATCH_INTERVAL_S = 0.25
+# Serve asks each replica this often whether it is alive; a death between frames shows this fast.
+HEALTH_CHECK_PERIOD_S = 1.0
+# On top of timeout_ms and the batch wait: the object store, the handle's routing, Serve's queue.
+RAY_CALL_ALLOWANCE_MS = 1000
+REPLICA_PREFIX = "SERVE_REPLICA::"
+LIVE_REPLICA_STATES = ("RUNNING", "STARTING", "RECOVERING", "PENDING_MIGRATION", "UPDATING")
+
+
+def app_name(plugin: str) -> str:
+    return f"livetrack-{plugin}"
+
+
+def _kv_get(key: str) -> bytes | None:
+    value: bytes | None = internal_kv._internal_kv_get(key.encode(), namespace=KV_NAMESPACE)
+    return value
+
+
+def _kv_put(key: str, value: bytes) -> None:
+    internal_kv._internal_kv_put(key.encode(), value, overwrite=True, namespace=KV_NAMESPACE)
+
+
+def _kv_del(key: str) -> None:
+    internal_kv._internal_kv_del(key.encode(), namespace=KV_NAMESPACE)
+
+
+def _kv_keys(prefix: str) -> list[str]:
+    keys: list[bytes] = internal_kv._internal_kv_list(prefix.encode(), namespace=KV_NAMESPACE)
+    return [key.decode() for key in keys]
+
+
+@dataclass(frozen=True)
+class AppStatus:
+    """What Serve says about one livetrack application, read once per watch tick."""
+
+    status: str  # Serve's deployment status: HEALTHY, UNHEALTHY, UPDATING, DEPLOY_FAILED, ... or MISSING
+    message: str
+    running: int
+    target: int
+    replicas: frozenset[str]  # the names of its live replica actors
+    fault: tuple[int, str, dict[str, Any]] | None  # the last published fault: (sequence, replica, wire fault)
+
+
+def read_status(names: list[str]) -> dict[str, AppStatus]:
+    """Serve's view of the named applications (blocking: run it in a thread)."""
+    applications = serve.status().applications
+    actors = [
+        a["name"] for a in ray.util.list_named_actors(all_namespaces=True) if a["name"].startswith(REPLICA_PREFIX)
+    ]
+    statuses = {}
+    for name in names:
+        fault = _published_fault(name)
+        application = applications.get(name)
+        deployment = application.deployments.get(name) if application is not None else None
+        if deployment is None:
+            statuses[name] = AppStatus("MISSING", "", 0, 0, frozenset(), fault)
+            continue
+        states = deployment.replica_states
+        live = frozenset(a for a in actors if a.startswith(f"{REPLICA_PREFIX}{name}#"))
+        target = sum(states.get(state, 0) for state in LIVE_REPLICA_STATES)
+        statuses[name] = AppStatus(
+            str(deployment.status.value), deployment.message, states.get("RUNNING", 0), target, live, fault
+        )
+    return statuses
+
+
+def _published_fault(name: str) -> tuple[int, str, dict[str, Any]] | None:
+    raw = _kv_get(f"fault:{name}")
+    if raw is None:
+        return None
+    try:
+        record = json.loads(raw)
+        return int(record["seq"]), str(record["replica"]), dict(record["fault"])
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
+def _replica_of(error: BaseException) -> tuple[str, str]:
+    """(replica id, pid) named in a Ray actor error's text; '?' where it does not say."""
+    text = str(error)
+    name = re.search(r"name: SERVE_REPLICA::\S+#(\S+)", text)
+    pid = re.search(r"pid: (\d+)", text)
+    return (name.group(1) if name else "?"), (pid.group(1) if pid else "?")
+
+
+def _exit_detail(error: BaseException) -> str:
+    found = re.search(r"Worker exit detail: ([^.]*\.)", str(error))
+    detail = found.group(1) if found else type(error).__name__
+    return f"its process exited ({detail.strip()} A crash such as SIGSEGV, os._exit or the OOM killer does this)"
+
+
+class RayBackend:
+    """One connection to the Ray cluster per server, shared by that server's plugins."""
+
+    name = "ray"
+
+    def __init__(self, address: str, registry: PluginRegistry, keep_deployed_default: bool = False) -> None:
+        self.address = address
+        self._registry = registry
+        self.server_id = uuid.uuid4().hex[:12]
+        self._connecting: asyncio.Task[PluginFault | None] | None = None
+        self._watcher: asyncio.Task[None] | None = None
+        self.workers: dict[str, RayPluginWorker] = {}  # plugin name -> its current worker
+        self._joined: dict[str, bool] = {}  # application name -> keep_deployed
+        self._keep_default = keep_deployed_default
+
+    # -- the connection -------------------------------------------------------------
+    async def connected(self) -> PluginFault | None:
+        """Connect once (in a thread: ray.init blocks for seconds); a fault when the cluster cannot be reached."""
+        if self._connecting is None:
+            self._connecting = asyncio.create_task(asyncio.to_thread(self._connect), name="ray-connect")
+        fault = await asyncio.shield(self._connecting)
+        if fault is None and self._watcher is None:
+            self._watcher = asyncio.create_task(self._watch(), name="ray-watch")
+        return fault
+
+    def _connect(self) -> PluginFault | None:
+        try:
+            ray.init(
+                address=self.address,
+                namespace="livetrack",
+                log_to_driver=False,
+                logging_level=logging.WARNING,
+                configure_logging=False,
+            )
+            serve.start(http_options={"location": "NoServer"})
+        except Exception as exc:  # any failure to reach the cluster
+            logger.exception("cannot connect to the Ray cluster at %s", self.address)
+            return PluginFault(
+                "ConnectionError",
+                f"cannot reach the Ray cluster at {self.address} ({str(exc).splitlines()[0][:200]})",
+                "start it (ray start --head) or fix --ray-address, then restart the plugin",
+                Outcome.UNAVAILABLE,
+            )
+        logger.info("connected to the Ray cluster at %s as server %s", self.address, self.server_id)
+        return None
+
+    async def _watch(self) -> None:
+        """Serve's status of every plugin, turned into replica counts and, for a ready worker, failures."""
+        while True:
+            await asyncio.sleep(WATCH_INTERVAL_S)
+            names = [app_name(plugin) for plugin in self.workers]
+            if not names:
+                continue
+            try:
+                statuses = await asyncio.to_thread(read_status, names)
+            except Exception:  # the cluster is going away; the calls themselves will say so
+                logger.warning("reading Serve's status failed", exc_info=True)
+                continue
+            for plugin, worker in list(self.workers.items()):
+                status = statuses.get(app_name(plugin))
+                if status is None:
+                    continue
+                if plugin in self._registry:
+                    self._registry.set_replicas(plugin, status.running, status.target)
+                worker.observe(status)
+
+    # -- deployments ----------------------------------------------------------------
+    def join(self, name: str, keep: bool) -> None:
+        """This server uses application `name` (blocking)."""
+        _kv_put(f"server:{name}:{self.server_id}", b"1")
+        self._joined[name] = keep or self._keep_default
+
+    async def close(self) -> None:
+        """Leave every application; the last server to leave one deletes it unless it is kept."""
+        if self._watcher is not None:
+            self._watcher.cancel()
+            await asyncio.gather(self._watcher, return_exceptions=True)
+        if self._connecting is None:
+            return
+        self._connecting.cancel()
+        if (await asyncio.gather(self._connecting, return_exceptions=True))[0] is not None:
+            return
+        await asyncio.to_thread(self._leave_all)
+
+    def _leave_all(self) -> None:
+        try:
+            for name, keep in self._joined.items():
+                _kv_del(f"server:{name}:{self.server_id}")
+                if not keep and not _kv_keys(f"server:{name}:"):
+                    logger.info("last server using %s: deleting it", name)
+                    serve.delete(name, _blocking=True)
+                    _kv_del(f"deployed:{name}")
+                    _kv_del(f"fault:{name}")
+        except Exception:
+            logger.exception("leaving the Ray cluster's applications failed")
+        finally:
+            ray.shutdown()
+
+    # -- the supervisor's seam ------------------------------------------------------
+    def new_worker(
+        self,
+        manifest: Manifest,
+        gpu_policy: str,
+        on_death: Callable[[PluginFault], None],
+        log_level: str,
+        *,
+        redeploy: bool,
+    ) -> RayPluginWorker:
+        worker = RayPluginWorker(self, manifest, gpu_policy, on_death, log_level, redeploy=redeploy)
+        self.workers[manifest.name] = worker
+        return worker
+
+    async def run(self, worker: Any, call: Load | Process | EndSession) -> SandboxResult:
+        assert isinstance(worker, RayPluginWorker)
+        if isinstance(call, Load):
+            return await worker.load()
+        if isinstance(call, Process):
+            return await worker.process(list(call.frames))
+        return await worker.end_session(call.session_id)
+
+
+@dataclass
+class _Watch:
+    """What a worker remembers between watch ticks."""
+
+    fault_baseline: int = 0  # published faults up to this sequence happened before this worker
+    dead_replicas: set[str] = field(default_factory=set)
+
+
+class RayPluginWorker:
+    """One server's use of `livetrack-<plugin>`; single-use like a local worker (a restart makes a new one)."""
+
+    pid: int | None = None  # no local process
+
+    def __init__(
+        self,
+        backend: RayBackend,
+        manifest: Manifest,
+        gpu_policy: str,
+        on_death: Callable[[PluginFault], None],
+        log_level: str,
+        *,
+        redeploy: bool,
+    ) -> None:
+        self.name = manifest.name
+        self.app = app_name(manifest.name)
+        self.manifest = manifest
+        self._backend = backend
+        self._gpu_policy = gpu_policy
+        self._log_level = log_level
+        self._on_death = on_death
+        self._redeploy = redeploy
+        self._handle: Any = None
+        self._ready = False
+        self._gone = False  # failed or stopped: nothing more is reported
+        self._watch = _Watch()
+        self._config = RayConfig()
+
+    # -- load -----------------------------------------------------------------------
+    async def load(self) -> SandboxResult:
+        started = time.perf_counter()
+
+        def failure(fault: PluginFault) -> SandboxResult:
+            self._gone = True
+            return SandboxResult.failure(fault, (time.perf_counter() - started) * 1000)
+
+        fault = await self._backend.connected()
+        if fault is not None:
+            return failure(fault)
+        try:
+            self._config, manifest_bytes = read_ray_config(self.manifest)
+        except ManifestError as exc:
+            fix = (
+                f"fix {self.manifest.folder / 'manifest.json'}, then restart with POST /v1/plugins/{self.name}/restart"
+            )
+            return failure(PluginFault("ValueError", f"invalid manifest: {exc}", fix))
+        try:
+            fault = await asyncio.to_thread(self._deploy_or_attach, manifest_bytes)
+        except Exception as exc:  # Serve refused the deployment itself
+            logger.exception("plugin %s: deploying %s failed", self.name, self.app)
+            fault = PluginFault("RuntimeError", f"Serve refused {self.app}: {str(exc)[:300]}", restart_hint(self.name))
+        if fault is not None:
+            return failure(fault)
+        result = await self._wait_running(started)
+        if not result.ok:
+            self._gone = True
+        return result
+
+    def _num_gpus(self) -> tuple[float, PluginFault | None]:
+        if not self.manifest.requires_gpu or self._gpu_policy == "cpu":
+            return 0.0, None
+        if ray.cluster_resources().get("GPU", 0) > 0:
+            return self._config.num_gpus, None
+        if self._gpu_policy == "require":
+            return 0.0, PluginFault(
+                "RuntimeError",
+                f"requires a CUDA GPU but the Ray cluster at {self._backend.address} has none",
+                "add a GPU node to the cluster, or start with --gpu-policy auto to run on CPU",
+                Outcome.UNAVAILABLE,
+            )
+        return 0.0, None  # auto: the replica finds no CUDA and runs on CPU with a degraded note
+
+    def _deploy_or_attach(self, manifest_bytes: bytes) -> PluginFault | None:
+        """Deploy unless the cluster already runs this manifest (then attach); blocking."""
+        num_gpus, fault = self._num_gpus()
+        if fault is not None:
+            return fault
+        digest = hashlib.sha256(
+            manifest_bytes + f"|{self._gpu_policy}|{num_gpus}|{self._log_level}".encode()
+        ).hexdigest()
+        current = _kv_get(f"deployed:{self.app}")
+        application = serve.status().applications.get(self.app)
+        healthy = application is not None and str(application.status.value) not in ("DEPLOY_FAILED", "DELETING")
+        if self._redeploy or current != digest.encode() or not healthy:
+            self._deploy(num_gpus)
+            _kv_put(f"deployed:{self.app}", digest.encode())
+            logger.info("plugin %s: deployed %s", self.name, self.app)
+        else:
+            logger.info("plugin %s: attached to %s (same manifest)", self.name, self.app)
+        self._backend.join(self.app, self._config.keep_deployed)
+        fault_record = _published_fault(self.app)
+        self._watch.fault_baseline = fault_record[0] if fault_record else 0
+        if fault_record is not None and fault_record[1] != "?":
+            self._watch.dead_replicas.add(fault_record[1])
+        self._handle = serve.get_app_handle(self.app)
+        return None
+
+    def _deploy(self, num_gpus: float) -> None:
+        # Local folders are uploaded the way `ray.init(runtime_env=...)` does for a job: each becomes a
+        # gcs:// package every node can fetch (Serve accepts only URIs in a deployment's runtime env).
+        from ray._private.runtime_env.py_modules import upload_py_modules_if_needed
+        from ray._private.runtime_env.working_dir import upload_working_dir_if_needed
+
+        runtime_env: dict[str, Any] = {
+            "working_dir": str(Path(self.manifest.folder).resolve()),
+            "py_modules": [str(Path(app_package.__file__).resolve().parent)],
+        }
+        scratch = os.getcwd()
+        runtime_env = upload_py_modules_if_needed(runtime_env, include_gitignore=True, scratch_dir=scratch)
+        runtime_env = upload_working_dir_if_needed(runtime_env, include_gitignore=True, scratch_dir=scratch)
+        config = self._config
+        spec = {
+            "name": self.name,
+            "entrypoint": self.manifest.entrypoint,
+            "config": self.manifest.config,
+            "requires_gpu": self.manifest.requires_gpu,
+            "gpu_policy": self._gpu_policy,
+            "memory_limit_mb": self.manifest.memory_limit_mb,
+            "log_level": self._log_level,
+            "timeout_ms": self.manifest.timeout_ms,
+            "max_batch_size": config.max_batch_size,
+            "batch_wait_timeout_ms": config.batch_wait_timeout_ms,
+        }
+        scaling: dict[str, Any] = (
+            {"autoscaling_config": config.autoscaling} if config.autoscaling else {"num_replicas": config.num_replicas}
+        )
+        deployment = serve.deployment(PluginReplica).options(
+            name=self.app,
+            max_ongoing_requests=max(2 * config.max_batch_size, 8),
+            health_check_period_s=HEALTH_CHECK_PERIOD_S,
+            health_check_timeout_s=max(10.0, self.manifest.timeout_ms / 1000),
+            graceful_shutdown_timeout_s=5,
+            ray_actor_options={"num_cpus": config.num_cpus, "num_gpus": num_gpus, "runtime_env": runtime_env},
+            logging_config={"log_level": self._log_level, "enable_access_log": False},
+            **scaling,
+        )
+        serve._run(deployment.bind(spec), _blocking=False, name=self.app, route_prefix=None)
+
+    async def _wait_running(self, started: float) -> SandboxResult:
+        """Until Serve runs every replica of the application healthy (and none that died before), then ready."""
+        deadline = started + self.manifest.load_timeout_ms / 1000
+        while time.perf_counter() < deadline:
+            status = (await asyncio.to_thread(read_status, [self.app]))[self.app]
+            self._backend_replicas(status)
+            if status.status == "DEPLOY_FAILED":
+                wire = load_fault(status.message, self.name)
+                if wire is not None:
+                    try:
+                        fault = parse_answer(encode({"op": "load_failed", "fault": wire})).fault
+                    except WireError:
+                        fault = None
+                    if fault is not None:
+                        return SandboxResult.failure(fault, (time.perf_counter() - started) * 1000)
+                first_line = status.message.splitlines()[0][:300] if status.message else "no message"
+                what = f"Serve could not start {self.app}: {first_line}"
+                return SandboxResult.failure(
+                    PluginFault("RuntimeError", what, restart_hint(self.name)), (time.perf_counter() - started) * 1000
+                )
+            settled = (
+                status.status == "HEALTHY"
+                and status.running == status.target
+                and len(status.replicas) == status.target
+                and not (
+                    status.replicas & {f"{REPLICA_PREFIX}{self.app}#{self.app}#{r}" for r in self._watch.dead_replicas}
+                )
+            )
+            if settled:
+                try:
+                    answer = parse_answer(await self._handle.ready.remote())
+                except Exception as exc:  # a replica that died between the status and this call
+                    logger.info("plugin %s: ready probe failed (%s); waiting", self.name, type(exc).__name__)
+                else:
+                    self._ready = True
+                    return SandboxResult(
+                        True,
+                        {"device": answer.device, "degraded": answer.degraded},
+                        execution_time_ms=(time.perf_counter() - started) * 1000,
+                    )
+            await asyncio.sleep(WATCH_INTERVAL_S)
+        fault = PluginFault(
+            "TimeoutError",
+            f"Serve did not run {self.app} within {self.manifest.load_timeout_ms} ms",
+            "see the Ray cluster's Serve logs; raise load_timeout_ms in manifest.json or add resources",
+        )
+        return SandboxResult.failure(fault, (time.perf_counter() - started) * 1000)
+
+    def _backend_replicas(self, status: AppStatus) -> None:
+        registry = self._backend._registry
+        if self.name in registry:
+            registry.set_replicas(self.name, status.running, status.target)
+
+    # -- the watcher's view ---------------------------------------------------------
+    def observe(self, status: AppStatus) -> None:
+        """A watch tick: a fault another server saw, or a deployment Serve calls unhealthy, ends this worker."""
+        if not self._ready or self._gone:
+            return
+        if status.fault is not None and status.fault[0] > self._watch.fault_baseline:
+            _, replica, wire = status.fault
+            try:
+                fault = parse_answer(encode({"op": "error", "fault": wire})).fault
+            except WireError:
+                fault = None
+            if fault is not None:
+                self._die(fault, replica)
+                return
+        if status.status in ("UNHEALTHY", "MISSING", "DEPLOY_FAILED"):
+            what = f"Serve reports {self.app} {status.status}"
+            if status.message:
+                what += f": {status.message.splitlines()[0][:300]}"
+            self._die(PluginFault("WorkerCrashed", what, restart_hint(self.name)), None)
+
+    def _die(self, fault: PluginFault, replica: str | None) -> None:
+        self._gone = True
+        if replica:
+            self._watch.dead_replicas.add(replica)
+        self._on_death(fault)
+
+    # -- calls ----------------------------------------------------------------------
+    async def process(self, frames: list[Frame]) -> SandboxResult:
+        """Each frame is its own call, so Serve can batch it with frames from every other server."""
+        started = time.perf_counter()
+        if self._gone or self._handle is None:
+            return SandboxResult.failure(_STOPPED, 0.0)
+        limit_ms = self.manifest.timeout_ms + self._config.batch_wait_timeout_ms + CALL_ALLOWANCE_MS
+        limit_ms += RAY_CALL_ALLOWANCE_MS
+        calls = [self._call_frame(frame) for frame in frames]
+        try:
+            async with asyncio.timeout(limit_ms / 1000):
+                payloads = await asyncio.gather(*calls)
+        except TimeoutError:
+            first = frames[0]
+            fault = PluginFault(
+                "TimeoutError",
+                f"no answer from {self.app} within {limit_ms:.0f} ms for frame {first.index} of session "
+                f"{first.session_id}",
+                "raise timeout_ms in manifest.json or fix the plugin; see the Ray cluster's Serve logs",
+            )
+            return self._failed_call(fault, started, publish=None)
+        except ray.exceptions.RayActorError as exc:
+            return self._failed_call(self._death_fault(exc, frames[0]), started, publish=_replica_of(exc)[0])
+        except ray.exceptions.RayError as exc:
+            fault = PluginFault(
+                "WorkerCrashed", f"{self.app} failed a call: {str(exc).splitlines()[0][:300]}", restart_hint(self.name)
+            )
+            return self._failed_call(fault, started, publish=None)
+        elapsed_ms = (time.perf_counter() - started) * 1000
+        results = []
+        for payload in payloads:
+            try:
+                answer = parse_answer(payload)
+            except (WireError, AttributeError) as exc:
+                what = f"replica of {self.app} sent {exc}"
+                return self._failed_call(PluginFault("ProtocolError", what, restart_hint(self.name)), started, None)
+            if answer.fault is not None:
+                return SandboxResult.failure(answer.fault, elapsed_ms)
+            try:
+                results.extend(validate_results(answer.results, 1))
+            except InvalidResult as exc:
+                fault = PluginFault("ValueError", f"invalid result: {exc}", restart_hint(self.name))
+                return SandboxResult.failure(fault, elapsed_ms)
+        return SandboxResult(True, results, execution_time_ms=elapsed_ms)
+
+    async def _call_frame(self, frame: Frame) -> Any:
+        item = {
+            "session_id": frame.session_id,
+            "index": frame.index,
+            "pts": frame.pts,
+            "image": frame.image,
+            "options": frame.options,
+        }
+        return await self._handle.process_frame.remote(item)
+
+    def _death_fault(self, error: BaseException, frame: Frame) -> PluginFault:
+        """Why the replica under this frame died: its own verdict (deadline, memory) when it left one."""
+        replica, pid = _replica_of(error)
+        raw = _kv_get(replica_fault_key(self.app, replica).decode()) if replica != "?" else None
+        if raw is not None:
+            try:
+                fault = parse_answer(raw if raw.startswith(b'{"op"') else _wrap(raw)).fault
+            except WireError:
+                fault = None
+            if fault is not None:
+                return fault
+        what = (
+            f"replica {replica} (pid {pid}) of {self.app} died while processing frame {frame.index} "
+            f"of session {frame.session_id}: {_exit_detail(error)}"
+        )
+        return PluginFault(
+            "WorkerCrashed",
+            what,
+            f"see the replica's log on the Ray cluster; Serve starts a new one, or {restart_hint(self.name)}",
+        )
+
+    def _failed_call(self, fault: PluginFault, started: float, publish: str | None) -> SandboxResult:
+        """A call that ended this worker; a replica's death is published for every server."""
+        self._gone = True
+        if publish is not None:
+            self._watch.dead_replicas.add(publish)
+            record = {"seq": time.time_ns(), "replica": publish, "fault": fault_to_wire(fault)}
+            try:
+                _kv_put(f"fault:{self.app}", encode(record))
+            except Exception:
+                logger.warning("plugin %s: publishing the fault failed", self.name, exc_info=True)
+        return SandboxResult.failure(fault, (time.perf_counter() - started) * 1000)
+
+    async def end_session(self, session_id: str) -> SandboxResult:
+        if self._gone or self._handle is None:
+            return SandboxResult(True)
+        try:
+            async with asyncio.timeout((self.manifest.timeout_ms + RAY_CALL_ALLOWANCE_MS) / 1000):
+                await self._handle.end_session.remote(session_id)
+        except (TimeoutError, ray.exceptions.RayError) as exc:
+            # The session's state is lost with the replica either way; the frames' calls report deaths.
+            logger.info("plugin %s: ending session %s: %s", self.name, session_id, type(exc).__name__)
+        return SandboxResult(True)
+
+    async def stop(self) -> None:
+        """This server stops using the deployment (the backend decides at shutdown whether it goes)."""
+        self._gone = True
+        if self._backend.workers.get(self.name) is self:
+            del self._backend.workers[self.name]
+
+
+_STOPPED = PluginFault("WorkerStopped", "the worker was stopped by the server", "none needed")
+
+
+def _wrap(raw: bytes) -> bytes:
+    """A replica's own verdict (a wire fault) as an error answer, to be checked like one."""
+    return b'{"op":"error","fault":' + raw + b"}"
