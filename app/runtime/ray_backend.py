@@ -225,7 +225,7 @@ class RayBackend:
                 _kv_del(f"server:{name}:{self.server_id}")
                 if not keep and not _kv_keys(f"server:{name}:"):
                     logger.info("last server using %s: deleting it", name)
-                    serve.delete(name, _blocking=True)
+                    serve.delete(name, _blocking=False)
                     _kv_del(f"deployed:{name}")
                     _kv_del(f"fault:{name}")
         except Exception:

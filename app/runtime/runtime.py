@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -25,7 +26,9 @@ class PluginRuntime:
         self.registry = PluginRegistry()
         self._backend: WorkerBackend | None = None
         if ray_address is not None:
-            # Only here: a server without --ray-address never imports Ray (DESIGN 6).
+            # Only here: a server without --ray-address never imports Ray (DESIGN 6). The server
+            # handles its own signals (uvicorn's graceful shutdown), so Ray's C++ handler stays out.
+            os.environ.setdefault("RAY_DISABLE_FAILURE_SIGNAL_HANDLER", "1")
             from app.runtime.ray_backend import RayBackend
 
             self._backend = RayBackend(ray_address, self.registry)
