@@ -223,7 +223,9 @@ class RayBackend:
         try:
             for name, keep in self._joined.items():
                 _kv_del(f"server:{name}:{self.server_id}")
-                if not keep and not _kv_keys(f"server:{name}:"):
+                # Only what a server deployed goes; an application deployed elsewhere stays.
+                ours = _kv_get(f"deployed:{name}") is not None
+                if ours and not keep and not _kv_keys(f"server:{name}:"):
                     logger.info("last server using %s: deleting it", name)
                     serve.delete(name, _blocking=False)
                     _kv_del(f"deployed:{name}")
@@ -348,12 +350,16 @@ class RayPluginWorker:
         current = _kv_get(f"deployed:{self.app}")
         application = serve.status().applications.get(self.app)
         healthy = application is not None and str(application.status.value) not in ("DEPLOY_FAILED", "DELETING")
-        if self._redeploy or current != digest.encode() or not healthy:
+        # An application that runs without our record was deployed by someone else (a KubeRay
+        # RayService, an operator): attach to it, never replace it unless told to restart.
+        managed_elsewhere = healthy and current is None
+        if self._redeploy or not healthy or (current != digest.encode() and not managed_elsewhere):
             self._deploy(num_gpus)
             _kv_put(f"deployed:{self.app}", digest.encode())
             logger.info("plugin %s: deployed %s", self.name, self.app)
         else:
-            logger.info("plugin %s: attached to %s (same manifest)", self.name, self.app)
+            why = "deployed outside livetrack" if managed_elsewhere else "same manifest"
+            logger.info("plugin %s: attached to %s (%s)", self.name, self.app, why)
         self._backend.join(self.app, self._config.keep_deployed)
         fault_record = _published_fault(self.app)
         self._watch.fault_baseline = fault_record[0] if fault_record else 0

@@ -259,6 +259,32 @@ async def test_a_replica_segfault_fails_the_plugin_on_both_servers_until_serve_r
     assert _replica_pid(second) != pid_before  # Serve's new replica answers
 
 
+async def test_a_replica_past_its_deadline_is_ended_and_both_servers_say_so(servers: list[Server]) -> None:
+    first, second = servers
+    opened = Clients()
+    try:
+        stream = await opened.connect(second.url, PLUGIN, fps=20)
+        await stream.wait_for(lambda: len(stream.of_type("tracks")) >= 5, 60, "tracks before the hang")
+        stream.send({"type": "options", "hang": True})
+        await stream.wait_for(lambda: any(m["state"] == "FAILED" for m in stream.of_type("status")), 30, "FAILED")
+        stream.send({"type": "options", "hang": False})
+        for server in servers:
+            await asyncio.to_thread(
+                wait_until,
+                lambda s=server: len(_failed_reasons(s)) == 2,
+                30,
+                "a second FAILED on every server",
+                servers,
+            )
+    finally:
+        await opened.close()
+    for server in servers:
+        reason = _failed_reasons(server)[-1]
+        assert REASON.match(reason) and reason.startswith("TimeoutError: replica "), reason
+        assert "gave no answer within 2000 ms while processing frame" in reason, reason
+        wait_until(lambda s=server: s.health()["state"] == "INITIALIZED", 60, "INITIALIZED again", servers)
+
+
 def _replica_pid(server: Server) -> str:
     """The pid of the replica that answered a one-off run (the plugin puts it in the label)."""
     response = httpx.post(

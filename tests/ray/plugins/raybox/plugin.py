@@ -1,11 +1,13 @@
 """Boxes the saturated pixels; its track's label names the batch (replica pid and batch number).
 
 Two sessions whose tracks carry the same label were processed in one call of process().
-A frame whose options have "crash": true dereferences NULL (a replica segfault).
+A frame whose options have "crash": true dereferences NULL (a replica segfault); one whose
+options have "hang": true never returns (the replica's deadline).
 """
 
 import ctypes
 import os
+import time
 from typing import Any
 
 import numpy as np
@@ -22,6 +24,8 @@ class Plugin:
         for frame in batch:
             if frame.options.get("crash"):
                 ctypes.string_at(0)
+            if frame.options.get("hang"):
+                time.sleep(3600)
             saturation = frame.image.max(axis=2).astype(np.int16) - frame.image.min(axis=2)
             ys, xs = np.nonzero(saturation >= 100)
             tracks = []
