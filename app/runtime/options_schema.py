@@ -11,11 +11,16 @@ accepts any plain JSON options (bounded in app/stream/options.py).
 from __future__ import annotations
 
 import json
+import logging
+from collections import OrderedDict
 from typing import Any
 
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError, ValidationError, best_match
 
+logger = logging.getLogger(__name__)
+
+CHECKED_OPTIONS_KEPT = 256
 HOST_OPTIONS: dict[str, Any] = {
     "boxes": {"type": "boolean"},
     "labels": {"type": "boolean"},
@@ -53,11 +58,27 @@ class OptionsSchema:
         declared = schema or {"type": "object"}
         self.properties: dict[str, Any] = {**HOST_OPTIONS, **declared.get("properties", {})}
         self._validator = Draft202012Validator({**declared, "properties": self.properties})
+        # Verdicts on option objects seen by `accepts`, by identity; the object is kept so its id stays its own.
+        self._checked: OrderedDict[int, tuple[dict[str, Any], bool]] = OrderedDict()
 
     def check(self, options: dict[str, Any]) -> None:
         error = best_match(self._validator.iter_errors(options))
         if error is not None:
             raise OptionsError(self._describe(error, options))
+
+    def accepts(self, options: dict[str, Any]) -> bool:
+        """Per frame: True when `options` fit. A session's options object changes only when the client sends
+        new ones, so each object is validated once; a reload with a new schema starts afresh."""
+        seen = self._checked.get(id(options))
+        if seen is not None and seen[0] is options:
+            return seen[1]
+        verdict = self._validator.is_valid(options)
+        if not verdict:
+            logger.warning("plugin %s: a session's options no longer fit its schema; using defaults", self.plugin)
+        self._checked[id(options)] = (options, verdict)
+        if len(self._checked) > CHECKED_OPTIONS_KEPT:
+            self._checked.popitem(last=False)
+        return bool(verdict)
 
     def _describe(self, error: ValidationError, options: dict[str, Any]) -> str:
         if error.validator == "additionalProperties" and not error.absolute_path:

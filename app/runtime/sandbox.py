@@ -185,6 +185,9 @@ class PluginWorker:
         )
         try:
             process.start()
+        except BaseException:
+            parent.close()
+            raise
         finally:
             child.close()
         self._process = process

@@ -12,6 +12,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable, Coroutine
+from dataclasses import replace
 from typing import Any, Protocol
 
 from app.runtime.batching import FrameBatcher
@@ -251,6 +252,10 @@ class PluginSupervisor:
         """Process one frame; frames waiting at the same time go to the worker in one batch."""
         if not self.usable or self._closed:
             return SandboxResult.failure(self.not_ready_fault(), 0.0)
+        if frame.options and not self.options_schema.accepts(frame.options):
+            # Validated when the client sent them, against the schema before a reload changed it: the
+            # plugin must still never see them, so this frame runs with the plugin's defaults.
+            frame = replace(frame, options={})
         return await self._batcher.submit(frame)
 
     async def _run_batch(self, frames: list[Frame]) -> SandboxResult:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
 import textwrap
 import time
 from collections.abc import AsyncIterator, Callable
@@ -17,7 +18,7 @@ import pytest
 from app.runtime.errors import PluginFault
 from app.runtime.frames import Frame
 from app.runtime.manifest import read_manifest
-from app.runtime.sandbox import EndSession, Load, PluginWorker, Process, run_plugin_sandboxed
+from app.runtime.sandbox import STOP_TIMEOUT_S, EndSession, Load, PluginWorker, Process, run_plugin_sandboxed
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -243,3 +244,21 @@ async def test_stop_is_idempotent_and_unlinks_every_segment(workers: PluginFacto
     assert not any(Path("/dev/shm", n).exists() for n in names)
     after = await run_plugin_sandboxed(worker, Process([square_frame()]))
     assert not after.ok
+
+
+async def test_a_cancelled_stop_still_ends_the_worker_and_a_second_stop_waits_for_it(workers: PluginFactory) -> None:
+    worker = await loaded(workers(REPO / "plugins" / "colorblob"))
+    pid = worker.pid
+    assert pid is not None
+    os.kill(pid, signal.SIGSTOP)  # it cannot read "stop": the server must kill it after STOP_TIMEOUT_S
+    first = asyncio.create_task(worker.stop())
+    await asyncio.sleep(0.1)
+    first.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await first
+    started = time.monotonic()
+    await worker.stop()  # the same stop, still under way, not a second one
+    assert time.monotonic() - started < STOP_TIMEOUT_S + 1
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)
+    assert not worker.alive and worker.deaths == []  # type: ignore[attr-defined]

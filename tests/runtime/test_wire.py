@@ -87,6 +87,7 @@ def test_a_worker_writing_a_pickle_payload_is_failed_and_nothing_runs_in_the_ser
     assert os.environ.pop("LIVETRACK_PWNED") == "pickle_answer"
 
     server = serve(plugins_dirs=(plugins_dir(tmp_path, "pickle_answer", "colorblob"),))
+    server.wait_state("colorblob", "INITIALIZED")
     before = server.wait_state("pickle_answer", "INITIALIZED")
     response = server.post("/v1/plugins/pickle_answer/run", content=png_with_square())
     assert response.status_code == 502

@@ -83,3 +83,13 @@ def test_shipped_manifests_declare_closed_schemas() -> None:
     for name in ("colorblob", "videotracker"):
         schema = read_manifest(DEFAULT_PLUGINS / name).options
         assert schema is not None and schema["additionalProperties"] is False, json.dumps(schema)
+
+
+def test_options_checked_before_a_new_schema_are_refused_per_frame() -> None:
+    options = merge_options(SessionOptions(), {"min_area": 12}, COLORBLOB).plugin_options
+    assert COLORBLOB.accepts(options)
+    stricter = OptionsSchema(
+        "colorblob", {"type": "object", "properties": {"min_area": {"type": "integer", "minimum": 50}}}
+    )
+    assert not stricter.accepts(options) and not stricter.accepts(options)  # the verdict is kept for the object
+    assert stricter.accepts({"min_area": 60})
