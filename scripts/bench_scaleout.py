@@ -237,15 +237,19 @@ def main() -> None:
     parser.add_argument("--fixed-ms", type=float, default=40.0, help="the plugin's cost per call")
     parser.add_argument("--per-frame-ms", type=float, default=2.0, help="the plugin's cost per frame")
     parser.add_argument("--max-batch", type=int, default=16)
-    parser.add_argument("--batch-wait-ms", type=float, default=20.0)
+    parser.add_argument(
+        "--batch-wait-ms", type=float, default=40.0, help="about one call's cost, so servers' frames meet"
+    )
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--logs", type=Path, default=None, help="keep the servers' logs here (default: discarded)")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="scaleout-") as temp:
         plugins = write_plugins(
             Path(temp) / "plugins", args.fixed_ms, args.per_frame_ms, args.max_batch, args.batch_wait_ms
         )
-        logs = Path(temp)
+        logs = args.logs or Path(temp)
+        logs.mkdir(parents=True, exist_ok=True)
         print(
             f"{args.sessions} sessions of {WIDTH}x{HEIGHT}@{FPS:g} over two servers; plugin: "
             f"{args.fixed_ms:g} ms per call + {args.per_frame_ms:g} ms per frame"

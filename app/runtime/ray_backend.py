@@ -21,6 +21,7 @@ import json
 import logging
 import os
 import re
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -149,6 +150,8 @@ class RayBackend:
         self.workers: dict[str, RayPluginWorker] = {}  # plugin name -> its current worker
         self._joined: dict[str, bool] = {}  # application name -> keep_deployed
         self._keep_default = keep_deployed_default
+        # One deployment at a time from this server: Serve's client is not made for concurrent deploys.
+        self.deploy_lock = threading.Lock()
 
     # -- the connection -------------------------------------------------------------
     async def connected(self) -> PluginFault | None:
@@ -314,7 +317,7 @@ class RayPluginWorker:
             )
             return failure(PluginFault("ValueError", f"invalid manifest: {exc}", fix))
         try:
-            fault = await asyncio.to_thread(self._deploy_or_attach, manifest_bytes)
+            fault = await asyncio.to_thread(self._deploy_or_attach_locked, manifest_bytes)
         except Exception as exc:  # Serve refused the deployment itself
             logger.exception("plugin %s: deploying %s failed", self.name, self.app)
             fault = PluginFault("RuntimeError", f"Serve refused {self.app}: {str(exc)[:300]}", restart_hint(self.name))
@@ -338,6 +341,10 @@ class RayPluginWorker:
                 Outcome.UNAVAILABLE,
             )
         return 0.0, None  # auto: the replica finds no CUDA and runs on CPU with a degraded note
+
+    def _deploy_or_attach_locked(self, manifest_bytes: bytes) -> PluginFault | None:
+        with self._backend.deploy_lock:
+            return self._deploy_or_attach(manifest_bytes)
 
     def _deploy_or_attach(self, manifest_bytes: bytes) -> PluginFault | None:
         """Deploy unless the cluster already runs this manifest (then attach); blocking."""
