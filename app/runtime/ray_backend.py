@@ -17,123 +17,47 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import json
 import logging
-import os
-import re
 import threading
 import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import ray
 from ray import serve
-from ray.experimental import internal_kv
 
-import app as app_package
 from app.runtime.errors import Outcome, PluginFault, restart_hint
 from app.runtime.frames import Frame, InvalidResult, validate_results
 from app.runtime.manifest import Manifest, ManifestError
+from app.runtime.ray_cluster import (
+    AppStatus,
+    app_name,
+    exit_detail,
+    kv_del,
+    kv_get,
+    kv_keys,
+    kv_put,
+    load_fault,
+    publish_fault,
+    published_fault,
+    read_status,
+    replica_actor_name,
+    replica_fault_key,
+    replica_of,
+)
 from app.runtime.ray_config import RayConfig, read_ray_config
-from app.runtime.ray_replica import KV_NAMESPACE, PluginReplica, load_fault, replica_fault_key
+from app.runtime.ray_replica import deploy
 from app.runtime.registry import PluginRegistry
 from app.runtime.sandbox import CALL_ALLOWANCE_MS, EndSession, Load, Process, SandboxResult
-from app.runtime.wire import WireError, encode, fault_to_wire, parse_answer
+from app.runtime.wire import WireError, encode, parse_answer
 
 logger = logging.getLogger(__name__)
 
 WATCH_INTERVAL_S = 0.25
-# Serve asks each replica this often whether it is alive; a death between frames shows this fast.
-HEALTH_CHECK_PERIOD_S = 1.0
 # On top of timeout_ms and the batch wait: the object store, the handle's routing, Serve's queue.
 RAY_CALL_ALLOWANCE_MS = 1000
-REPLICA_PREFIX = "SERVE_REPLICA::"
-LIVE_REPLICA_STATES = ("RUNNING", "STARTING", "RECOVERING", "PENDING_MIGRATION", "UPDATING")
-
-
-def app_name(plugin: str) -> str:
-    return f"livetrack-{plugin}"
-
-
-def _kv_get(key: str) -> bytes | None:
-    value: bytes | None = internal_kv._internal_kv_get(key.encode(), namespace=KV_NAMESPACE)
-    return value
-
-
-def _kv_put(key: str, value: bytes) -> None:
-    internal_kv._internal_kv_put(key.encode(), value, overwrite=True, namespace=KV_NAMESPACE)
-
-
-def _kv_del(key: str) -> None:
-    internal_kv._internal_kv_del(key.encode(), namespace=KV_NAMESPACE)
-
-
-def _kv_keys(prefix: str) -> list[str]:
-    keys: list[bytes] = internal_kv._internal_kv_list(prefix.encode(), namespace=KV_NAMESPACE)
-    return [key.decode() for key in keys]
-
-
-@dataclass(frozen=True)
-class AppStatus:
-    """What Serve says about one livetrack application, read once per watch tick."""
-
-    status: str  # Serve's deployment status: HEALTHY, UNHEALTHY, UPDATING, DEPLOY_FAILED, ... or MISSING
-    message: str
-    running: int
-    target: int
-    replicas: frozenset[str]  # the names of its live replica actors
-    fault: tuple[int, str, dict[str, Any]] | None  # the last published fault: (sequence, replica, wire fault)
-
-
-def read_status(names: list[str]) -> dict[str, AppStatus]:
-    """Serve's view of the named applications (blocking: run it in a thread)."""
-    applications = serve.status().applications
-    actors = [
-        a["name"] for a in ray.util.list_named_actors(all_namespaces=True) if a["name"].startswith(REPLICA_PREFIX)
-    ]
-    statuses = {}
-    for name in names:
-        fault = _published_fault(name)
-        application = applications.get(name)
-        deployment = application.deployments.get(name) if application is not None else None
-        if deployment is None:
-            statuses[name] = AppStatus("MISSING", "", 0, 0, frozenset(), fault)
-            continue
-        states = deployment.replica_states
-        live = frozenset(a for a in actors if a.startswith(f"{REPLICA_PREFIX}{name}#"))
-        target = sum(states.get(state, 0) for state in LIVE_REPLICA_STATES)
-        statuses[name] = AppStatus(
-            str(deployment.status.value), deployment.message, states.get("RUNNING", 0), target, live, fault
-        )
-    return statuses
-
-
-def _published_fault(name: str) -> tuple[int, str, dict[str, Any]] | None:
-    raw = _kv_get(f"fault:{name}")
-    if raw is None:
-        return None
-    try:
-        record = json.loads(raw)
-        return int(record["seq"]), str(record["replica"]), dict(record["fault"])
-    except (ValueError, KeyError, TypeError):
-        return None
-
-
-def _replica_of(error: BaseException) -> tuple[str, str]:
-    """(replica id, pid) named in a Ray actor error's text; '?' where it does not say."""
-    text = str(error)
-    name = re.search(r"name: SERVE_REPLICA::\S+#(\S+)", text)
-    pid = re.search(r"pid: (\d+)", text)
-    return (name.group(1) if name else "?"), (pid.group(1) if pid else "?")
-
-
-def _exit_detail(error: BaseException) -> str:
-    found = re.search(r"Worker exit detail: ([^.]*\.)", str(error))
-    detail = found.group(1) if found else type(error).__name__
-    return f"its process exited ({detail.strip()} A crash such as SIGSEGV, os._exit or the OOM killer does this)"
 
 
 class RayBackend:
@@ -150,6 +74,7 @@ class RayBackend:
         self.workers: dict[str, RayPluginWorker] = {}  # plugin name -> its current worker
         self._joined: dict[str, bool] = {}  # application name -> keep_deployed
         self._keep_default = keep_deployed_default
+        self._closed = False
         # One deployment at a time from this server: Serve's client is not made for concurrent deploys.
         self.deploy_lock = threading.Lock()
 
@@ -207,11 +132,14 @@ class RayBackend:
     # -- deployments ----------------------------------------------------------------
     def join(self, name: str, keep: bool) -> None:
         """This server uses application `name` (blocking)."""
-        _kv_put(f"server:{name}:{self.server_id}", b"1")
+        kv_put(f"server:{name}:{self.server_id}", b"1")
         self._joined[name] = keep or self._keep_default
 
     async def close(self) -> None:
-        """Leave every application; the last server to leave one deletes it unless it is kept."""
+        """Leave every application; the last server to leave one deletes it unless it is kept. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
         if self._watcher is not None:
             self._watcher.cancel()
             await asyncio.gather(self._watcher, return_exceptions=True)
@@ -225,14 +153,14 @@ class RayBackend:
     def _leave_all(self) -> None:
         try:
             for name, keep in self._joined.items():
-                _kv_del(f"server:{name}:{self.server_id}")
+                kv_del(f"server:{name}:{self.server_id}")
                 # Only what a server deployed goes; an application deployed elsewhere stays.
-                ours = _kv_get(f"deployed:{name}") is not None
-                if ours and not keep and not _kv_keys(f"server:{name}:"):
+                ours = kv_get(f"deployed:{name}") is not None
+                if ours and not keep and not kv_keys(f"server:{name}:"):
                     logger.info("last server using %s: deleting it", name)
                     serve.delete(name, _blocking=False)
-                    _kv_del(f"deployed:{name}")
-                    _kv_del(f"fault:{name}")
+                    kv_del(f"deployed:{name}")
+                    kv_del(f"fault:{name}")
         except Exception:
             logger.exception("leaving the Ray cluster's applications failed")
         finally:
@@ -354,67 +282,26 @@ class RayPluginWorker:
         digest = hashlib.sha256(
             manifest_bytes + f"|{self._gpu_policy}|{num_gpus}|{self._log_level}".encode()
         ).hexdigest()
-        current = _kv_get(f"deployed:{self.app}")
+        current = kv_get(f"deployed:{self.app}")
         application = serve.status().applications.get(self.app)
         healthy = application is not None and str(application.status.value) not in ("DEPLOY_FAILED", "DELETING")
         # An application that runs without our record was deployed by someone else (a KubeRay
         # RayService, an operator): attach to it, never replace it unless told to restart.
         managed_elsewhere = healthy and current is None
         if self._redeploy or not healthy or (current != digest.encode() and not managed_elsewhere):
-            self._deploy(num_gpus)
-            _kv_put(f"deployed:{self.app}", digest.encode())
+            deploy(self.manifest, self._config, self._gpu_policy, self._log_level, num_gpus)
+            kv_put(f"deployed:{self.app}", digest.encode())
             logger.info("plugin %s: deployed %s", self.name, self.app)
         else:
             why = "deployed outside livetrack" if managed_elsewhere else "same manifest"
             logger.info("plugin %s: attached to %s (%s)", self.name, self.app, why)
         self._backend.join(self.app, self._config.keep_deployed)
-        fault_record = _published_fault(self.app)
+        fault_record = published_fault(self.app)
         self._watch.fault_baseline = fault_record[0] if fault_record else 0
         if fault_record is not None and fault_record[1] != "?":
             self._watch.dead_replicas.add(fault_record[1])
         self._handle = serve.get_app_handle(self.app)
         return None
-
-    def _deploy(self, num_gpus: float) -> None:
-        # Local folders are uploaded the way `ray.init(runtime_env=...)` does for a job: each becomes a
-        # gcs:// package every node can fetch (Serve accepts only URIs in a deployment's runtime env).
-        from ray._private.runtime_env.py_modules import upload_py_modules_if_needed
-        from ray._private.runtime_env.working_dir import upload_working_dir_if_needed
-
-        runtime_env: dict[str, Any] = {
-            "working_dir": str(Path(self.manifest.folder).resolve()),
-            "py_modules": [str(Path(app_package.__file__).resolve().parent)],
-        }
-        scratch = os.getcwd()
-        runtime_env = upload_py_modules_if_needed(runtime_env, include_gitignore=True, scratch_dir=scratch)
-        runtime_env = upload_working_dir_if_needed(runtime_env, include_gitignore=True, scratch_dir=scratch)
-        config = self._config
-        spec = {
-            "name": self.name,
-            "entrypoint": self.manifest.entrypoint,
-            "config": self.manifest.config,
-            "requires_gpu": self.manifest.requires_gpu,
-            "gpu_policy": self._gpu_policy,
-            "memory_limit_mb": self.manifest.memory_limit_mb,
-            "log_level": self._log_level,
-            "timeout_ms": self.manifest.timeout_ms,
-            "max_batch_size": config.max_batch_size,
-            "batch_wait_timeout_ms": config.batch_wait_timeout_ms,
-        }
-        scaling: dict[str, Any] = (
-            {"autoscaling_config": config.autoscaling} if config.autoscaling else {"num_replicas": config.num_replicas}
-        )
-        deployment = serve.deployment(PluginReplica).options(
-            name=self.app,
-            max_ongoing_requests=max(2 * config.max_batch_size, 8),
-            health_check_period_s=HEALTH_CHECK_PERIOD_S,
-            health_check_timeout_s=max(10.0, self.manifest.timeout_ms / 1000),
-            graceful_shutdown_timeout_s=5,
-            ray_actor_options={"num_cpus": config.num_cpus, "num_gpus": num_gpus, "runtime_env": runtime_env},
-            logging_config={"log_level": self._log_level, "enable_access_log": False},
-            **scaling,
-        )
-        serve._run(deployment.bind(spec), _blocking=False, name=self.app, route_prefix=None)
 
     async def _wait_running(self, started: float) -> SandboxResult:
         """Until Serve runs every replica of the application healthy (and none that died before), then ready."""
@@ -423,7 +310,7 @@ class RayPluginWorker:
             status = (await asyncio.to_thread(read_status, [self.app]))[self.app]
             self._backend_replicas(status)
             if status.status == "DEPLOY_FAILED":
-                wire = load_fault(status.message, self.name)
+                wire = load_fault(status.message)
                 if wire is not None:
                     try:
                         fault = parse_answer(encode({"op": "load_failed", "fault": wire})).fault
@@ -440,9 +327,7 @@ class RayPluginWorker:
                 status.status == "HEALTHY"
                 and status.running == status.target
                 and len(status.replicas) == status.target
-                and not (
-                    status.replicas & {f"{REPLICA_PREFIX}{self.app}#{self.app}#{r}" for r in self._watch.dead_replicas}
-                )
+                and not (status.replicas & {replica_actor_name(self.app, r) for r in self._watch.dead_replicas})
             )
             if settled:
                 try:
@@ -515,14 +400,22 @@ class RayPluginWorker:
                 f"{first.session_id}",
                 "raise timeout_ms in manifest.json or fix the plugin; see the Ray cluster's Serve logs",
             )
-            return self._failed_call(fault, started, publish=None)
+            return self._failed_call(fault, started)
         except ray.exceptions.RayActorError as exc:
-            return self._failed_call(self._death_fault(exc, frames[0]), started, publish=_replica_of(exc)[0])
+            # The replica died under this frame: why, from its own verdict if it left one, for every server.
+            replica = replica_of(exc)[0]
+            fault = await asyncio.to_thread(self._death_fault, exc, frames[0])
+            self._watch.dead_replicas.add(replica)
+            try:
+                await asyncio.to_thread(publish_fault, self.app, replica, fault)
+            except Exception:  # the others still see Serve's UNHEALTHY, with a plainer reason
+                logger.warning("plugin %s: publishing the fault failed", self.name, exc_info=True)
+            return self._failed_call(fault, started)
         except ray.exceptions.RayError as exc:
             fault = PluginFault(
                 "WorkerCrashed", f"{self.app} failed a call: {str(exc).splitlines()[0][:300]}", restart_hint(self.name)
             )
-            return self._failed_call(fault, started, publish=None)
+            return self._failed_call(fault, started)
         elapsed_ms = (time.perf_counter() - started) * 1000
         results = []
         for payload in payloads:
@@ -530,7 +423,7 @@ class RayPluginWorker:
                 answer = parse_answer(payload)
             except (WireError, AttributeError) as exc:
                 what = f"replica of {self.app} sent {exc}"
-                return self._failed_call(PluginFault("ProtocolError", what, restart_hint(self.name)), started, None)
+                return self._failed_call(PluginFault("ProtocolError", what, restart_hint(self.name)), started)
             if answer.fault is not None:
                 return SandboxResult.failure(answer.fault, elapsed_ms)
             try:
@@ -551,36 +444,30 @@ class RayPluginWorker:
         return await self._handle.process_frame.remote(item)
 
     def _death_fault(self, error: BaseException, frame: Frame) -> PluginFault:
-        """Why the replica under this frame died: its own verdict (deadline, memory) when it left one."""
-        replica, pid = _replica_of(error)
-        raw = _kv_get(replica_fault_key(self.app, replica).decode()) if replica != "?" else None
+        """Why the replica under this frame died: its own verdict (deadline, memory) when it left one (blocking)."""
+        replica, pid = replica_of(error)
+        raw = kv_get(replica_fault_key(self.app, replica)) if replica != "?" else None
         if raw is not None:
             try:
-                fault = parse_answer(raw if raw.startswith(b'{"op"') else _wrap(raw)).fault
+                fault = parse_answer(_wrap(raw)).fault
             except WireError:
                 fault = None
             if fault is not None:
                 return fault
         what = (
             f"replica {replica} (pid {pid}) of {self.app} died while processing frame {frame.index} "
-            f"of session {frame.session_id}: {_exit_detail(error)}"
+            f"of session {frame.session_id}: {exit_detail(error)}"
         )
         return PluginFault(
             "WorkerCrashed",
             what,
-            f"see the replica's log on the Ray cluster; Serve starts a new one, or {restart_hint(self.name)}",
+            f"see the replica's log on the Ray cluster; Serve starts a new replica, "
+            f"or restart with POST /v1/plugins/{self.name}/restart",
         )
 
-    def _failed_call(self, fault: PluginFault, started: float, publish: str | None) -> SandboxResult:
-        """A call that ended this worker; a replica's death is published for every server."""
+    def _failed_call(self, fault: PluginFault, started: float) -> SandboxResult:
+        """A call that ended this worker: the supervisor marks FAILED and restarts (attaching again)."""
         self._gone = True
-        if publish is not None:
-            self._watch.dead_replicas.add(publish)
-            record = {"seq": time.time_ns(), "replica": publish, "fault": fault_to_wire(fault)}
-            try:
-                _kv_put(f"fault:{self.app}", encode(record))
-            except Exception:
-                logger.warning("plugin %s: publishing the fault failed", self.name, exc_info=True)
         return SandboxResult.failure(fault, (time.perf_counter() - started) * 1000)
 
     async def end_session(self, session_id: str) -> SandboxResult:

@@ -8,7 +8,8 @@ the deployment meet in `process_frame`, which `@serve.batch` calls with one list
 
 The replica watches itself: past the per-frame deadline or the memory limit it
 records why under its own name in Ray's key-value store, so every server can say
-what happened, and exits; Serve then replaces it.
+what happened, and exits; Serve then replaces it. `deploy()` puts the class on the cluster
+with the plugin's folder and this package as its runtime env.
 """
 
 from __future__ import annotations
@@ -19,44 +20,43 @@ import logging
 import os
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 from ray import serve
-from ray.experimental import internal_kv
 
+import app as app_package
 from app.runtime.errors import PluginFault
 from app.runtime.frames import Frame, InvalidResult, validate_results
+from app.runtime.manifest import Manifest
+from app.runtime.ray_cluster import LOAD_FAULT_MARKER, app_name, kv_put, replica_fault_key
+from app.runtime.ray_config import RayConfig
 from app.runtime.sandbox import resident_mb
 from app.runtime.wire import MAX_MESSAGE_BYTES, encode, fault_to_wire
 from app.runtime.worker import WorkerSpec, fault_from_exception, load_plugin
 
 logger = logging.getLogger("livetrack.plugin")
 
-KV_NAMESPACE = "livetrack"
 WATCH_INTERVAL_S = 0.05
+# Serve asks each replica this often whether it is alive; a death between frames shows this fast.
+HEALTH_CHECK_PERIOD_S = 1.0
 # serve.batch's own defaults are replaced from the manifest in __init__ (ray_config.py).
 PLACEHOLDER_BATCH = 1
-
-
-def replica_fault_key(app_name: str, replica: str) -> bytes:
-    return f"fault:{app_name}:{replica}".encode()
 
 
 class LoadFailed(RuntimeError):
     """__init__ failed; the message carries the wire fault so the server can give the usual reason."""
 
-    MARKER = "LIVETRACK_FAULT="
-
     def __init__(self, fault: dict[str, Any]) -> None:
-        super().__init__(self.MARKER + json.dumps(fault, separators=(",", ":")))
+        super().__init__(LOAD_FAULT_MARKER + json.dumps(fault, separators=(",", ":")))
 
 
 class PluginReplica:
     """One replica of `livetrack-<plugin>`; `spec` is what a local worker gets, plus batching and the deadline."""
 
     def __init__(self, spec: dict[str, Any]) -> None:
-        self._app = f"livetrack-{spec['name']}"
+        self._app = app_name(spec["name"])
         self._name = spec["name"]
         context = serve.get_replica_context()
         self._replica = f"{context.replica_tag}" if hasattr(context, "replica_tag") else str(context.replica_id)
@@ -114,9 +114,7 @@ class PluginReplica:
     def _die(self, fault: PluginFault) -> None:
         logger.error("%s: %s", self._app, fault.reason)
         try:
-            internal_kv._internal_kv_put(
-                replica_fault_key(self._app, self._replica), encode(fault_to_wire(fault)), namespace=KV_NAMESPACE
-            )
+            kv_put(replica_fault_key(self._app, self._replica), encode(fault_to_wire(fault)))
         finally:
             os._exit(1)
 
@@ -167,13 +165,44 @@ class PluginReplica:
         return encode({"op": "ok"})
 
 
-def load_fault(message: str, name: str) -> dict[str, Any] | None:
-    """The wire fault a LoadFailed carried, found in Serve's deployment message; None when there is none."""
-    start = message.find(LoadFailed.MARKER)
-    if start < 0:
-        return None
-    try:
-        fault, _ = json.JSONDecoder().raw_decode(message, start + len(LoadFailed.MARKER))
-    except ValueError:
-        return None
-    return fault if isinstance(fault, dict) else None
+def deploy(manifest: Manifest, config: RayConfig, gpu_policy: str, log_level: str, num_gpus: float) -> None:
+    """Deploy (or redeploy) `livetrack-<plugin>` without waiting for it; blocking on the cluster for the upload."""
+    # Local folders are uploaded the way `ray.init(runtime_env=...)` does for a job: each becomes a
+    # gcs:// package every node can fetch (Serve accepts only URIs in a deployment's runtime env).
+    from ray._private.runtime_env.py_modules import upload_py_modules_if_needed
+    from ray._private.runtime_env.working_dir import upload_working_dir_if_needed
+
+    runtime_env: dict[str, Any] = {
+        "working_dir": str(Path(manifest.folder).resolve()),
+        "py_modules": [str(Path(app_package.__file__).resolve().parent)],
+    }
+    scratch = os.getcwd()
+    runtime_env = upload_py_modules_if_needed(runtime_env, include_gitignore=True, scratch_dir=scratch)
+    runtime_env = upload_working_dir_if_needed(runtime_env, include_gitignore=True, scratch_dir=scratch)
+    spec = {
+        "name": manifest.name,
+        "entrypoint": manifest.entrypoint,
+        "config": manifest.config,
+        "requires_gpu": manifest.requires_gpu,
+        "gpu_policy": gpu_policy,
+        "memory_limit_mb": manifest.memory_limit_mb,
+        "log_level": log_level,
+        "timeout_ms": manifest.timeout_ms,
+        "max_batch_size": config.max_batch_size,
+        "batch_wait_timeout_ms": config.batch_wait_timeout_ms,
+    }
+    scaling: dict[str, Any] = (
+        {"autoscaling_config": config.autoscaling} if config.autoscaling else {"num_replicas": config.num_replicas}
+    )
+    name = app_name(manifest.name)
+    deployment = serve.deployment(PluginReplica).options(
+        name=name,
+        max_ongoing_requests=max(2 * config.max_batch_size, 8),
+        health_check_period_s=HEALTH_CHECK_PERIOD_S,
+        health_check_timeout_s=max(10.0, manifest.timeout_ms / 1000),
+        graceful_shutdown_timeout_s=5,
+        ray_actor_options={"num_cpus": config.num_cpus, "num_gpus": num_gpus, "runtime_env": runtime_env},
+        logging_config={"log_level": log_level, "enable_access_log": False},
+        **scaling,
+    )
+    serve._run(deployment.bind(spec), _blocking=False, name=name, route_prefix=None)
