@@ -44,11 +44,14 @@ def _stat(pid: int | str) -> tuple[int, int, int] | None:
             data = stat.read()
     except OSError:
         return None
-    # The command name (field 2) may hold spaces and parentheses: split after its last ')'.
-    fields = data[data.rindex(b")") + 2 :].split()
-    if fields[0] in (b"Z", b"X"):
-        return None  # a zombie holds no resources and ignores signals: nothing left to stop
-    return int(fields[1]), int(fields[2]), int(fields[19])
+    try:
+        # The command name (field 2) may hold spaces and parentheses: split after its last ')'.
+        fields = data[data.rindex(b")") + 2 :].split()
+        if fields[0] in (b"Z", b"X"):
+            return None  # a zombie holds no resources and ignores signals: nothing left to stop
+        return int(fields[1]), int(fields[2]), int(fields[19])
+    except (ValueError, IndexError):
+        return None  # read while the process was going away
 
 
 def process_table() -> dict[int, tuple[int, int, int]]:

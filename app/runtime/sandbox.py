@@ -234,7 +234,7 @@ class PluginWorker:
         # Sweep before reaping: until it is reaped, the worker's pid (and process group id) cannot be reused.
         if self._killer is not None:
             await asyncio.gather(self._killer, return_exceptions=True)
-        await asyncio.to_thread(kill_tree, _pid(process), self._descendants)
+        await self._sweep(process)
         await asyncio.to_thread(process.join)
         fault = self._kill_fault or PluginFault(
             "WorkerCrashed", f"{describe_exit(process.exitcode)} while {self._current}", restart_hint(self.name)
@@ -263,9 +263,15 @@ class PluginWorker:
                 )
                 return
             if tick % TREE_SCAN_EVERY == 0:
-                self._descendants = await asyncio.to_thread(find_tree, pid, self._descendants)
+                await self._remember_tree(pid)
             tick += 1
             await asyncio.sleep(WATCH_INTERVAL_S)
+
+    async def _remember_tree(self, pid: int) -> None:
+        try:
+            self._descendants = await asyncio.to_thread(find_tree, pid, self._descendants)
+        except Exception:  # the memory watch must go on; the next scan may succeed
+            logger.exception("plugin %s: could not read the process tree of worker %s", self.name, pid)
 
     def kill(self, fault: PluginFault) -> None:
         """Kill the worker and all it started, now; the pending call (if any) is answered with `fault`."""
@@ -284,8 +290,20 @@ class PluginWorker:
         self._killer = asyncio.create_task(self._kill_everything(process), name=f"kill:{self.name}")
 
     async def _kill_everything(self, process: BaseProcess) -> None:
-        await asyncio.to_thread(kill_tree, _pid(process), self._descendants)
-        process.kill()
+        try:
+            await self._sweep(process)
+        finally:
+            process.kill()
+
+    async def _sweep(self, process: BaseProcess) -> None:
+        """Kill what the worker started; a failure to read /proc must not leave a caller waiting forever."""
+        try:
+            killed = await asyncio.to_thread(kill_tree, _pid(process), self._descendants)
+        except Exception:
+            logger.exception("plugin %s: could not sweep the processes of worker %s", self.name, process.pid)
+            return
+        if killed:
+            logger.info("plugin %s: killed %d process(es) started by worker %s", self.name, len(killed), process.pid)
 
     async def stop(self) -> None:
         """Stop the worker and everything it started, release its memory. Idempotent, and a cancelled
@@ -296,8 +314,7 @@ class PluginWorker:
 
     async def _stop(self) -> None:
         process = self._process
-        if process is not None:
-            await self._end_process(process)
+        if process is not None and await self._end_process(process):
             process.close()
         if self._watch_task is not None:
             self._watch_task.cancel()
@@ -310,12 +327,13 @@ class PluginWorker:
         self._slots.close()
         self._process = None
 
-    async def _end_process(self, process: BaseProcess) -> None:
-        """Ask it to stop, wait on its sentinel a bounded time, then kill; the reaper sweeps the tree."""
+    async def _end_process(self, process: BaseProcess) -> bool:
+        """Ask it to stop, wait on its sentinel a bounded time, then kill; the reaper sweeps the tree.
+        False when even SIGKILL did not end it in time (a process stuck in the kernel): it is left behind."""
         self._kill_fault = self._kill_fault or _STOPPED
         if not self._exited.is_set():
             # Read the tree now: once the worker exits, its children are orphans of init.
-            self._descendants = await asyncio.to_thread(find_tree, _pid(process), self._descendants)
+            await self._remember_tree(_pid(process))
             self._write({"op": "stop"})
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._exited.wait(), STOP_TIMEOUT_S)
@@ -325,9 +343,11 @@ class PluginWorker:
                 await asyncio.wait_for(self._exited.wait(), STOP_TIMEOUT_S)
             except TimeoutError:
                 logger.error("plugin %s: worker %s survived SIGKILL for %.0f s", self.name, process.pid, STOP_TIMEOUT_S)
-                return
+                asyncio.get_running_loop().remove_reader(process.sentinel)
+                return False
         assert self._reaper is not None
         await asyncio.gather(self._reaper, return_exceptions=True)
+        return True
 
     # -- calls ----------------------------------------------------------------------
     def _write(self, message: dict[str, Any]) -> None:
@@ -379,7 +399,7 @@ class PluginWorker:
         answer = await self._exchange(None, self.manifest.load_timeout_ms, EXPECTED_OPS[Load])
         self._current = "waiting for frames"
         # What __init__ started is known from now on, even if the worker dies before the next scan.
-        self._descendants = await asyncio.to_thread(find_tree, pid, self._descendants)
+        await self._remember_tree(pid)
         return answer
 
     async def process(self, frames: Sequence[Frame]) -> Answer:

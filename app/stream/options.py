@@ -14,7 +14,7 @@ import math
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from app.runtime.options_schema import OptionsError, OptionsSchema
+from app.runtime.options_schema import HOST_OPTIONS, OptionsError, OptionsSchema
 from app.stream.annotate import OverlayOptions
 
 OVERLAY_FLAGS = ("boxes", "labels", "ids")
@@ -42,6 +42,12 @@ def _min_score(value: Any) -> float:
     if not 0.0 <= value <= 1.0:
         raise OptionsError(f"option 'min_score' must be within 0..1, got {value}")
     return float(value)
+
+
+def host_options_only(current: SessionOptions) -> SessionOptions:
+    """What a session keeps on a plugin switch: the old plugin's own options mean nothing to the new one."""
+    kept = {key: value for key, value in current.plugin_options.items() if key in HOST_OPTIONS}
+    return SessionOptions(current.overlay, kept)
 
 
 def requested_plugin(raw: dict[str, Any]) -> str | None:

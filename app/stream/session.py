@@ -19,7 +19,7 @@ from app.runtime.runtime import PluginRuntime
 from app.stream.annotate import OverlayOptions, above
 from app.stream.feeds import TrackFeed
 from app.stream.ice import offered_addresses
-from app.stream.options import SessionOptions, merge_options, requested_plugin
+from app.stream.options import SessionOptions, host_options_only, merge_options, requested_plugin
 from app.stream.pump import FramePump, InputFrame
 from app.stream.stats import SessionStats
 
@@ -201,9 +201,11 @@ class Session:
         if plugin is not None and plugin not in self._runtime.registry:
             raise _MessageError("plugin_not_found", f"no plugin named {plugin[:100]!r}; GET /v1/plugins lists them")
         # Checked against the schema of the plugin these options will reach (the new one on a switch).
-        self.options = merge_options(self.options, raw, self._runtime.options_schema(plugin or self.plugin))
-        if plugin is not None and plugin != self.plugin:
-            self._switch_plugin(plugin)
+        switch_to = plugin if plugin is not None and plugin != self.plugin else None
+        current = host_options_only(self.options) if switch_to else self.options
+        self.options = merge_options(current, raw, self._runtime.options_schema(switch_to or self.plugin))
+        if switch_to:
+            self._switch_plugin(switch_to)
 
     def _switch_plugin(self, plugin: str) -> None:
         old = self.plugin

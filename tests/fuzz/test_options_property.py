@@ -95,3 +95,30 @@ def test_the_plugins_are_idle_and_initialized_after_all_those_sessions(server: L
     for plugin in SHIPPED:
         health = server.wait_state(plugin, "INITIALIZED")
         assert (health["error_count"], health["restarts"], health["active_sessions"]) == (0, 0, 0), health
+
+
+async def test_the_issue_example_min_area_big_is_the_clients_error_not_colorblobs(server: LiveServer) -> None:
+    async with httpx.AsyncClient(timeout=30) as http:
+        offer = await http.post(
+            f"{server.url}/v1/webrtc/offer",
+            json={"sdp": "v=0", "type": "offer", "plugin": "colorblob", "options": {"min_area": "big"}},
+        )
+    assert offer.status_code == 400
+    assert offer.json()["error"] == {
+        "code": "invalid_options",
+        "message": 'option \'min_area\' breaks the rule type: "integer" of plugin colorblob, got "big"',
+    }
+    clients = Clients()
+    try:
+        stream = await clients.connect(server.url, "colorblob", fps=15, size=(320, 240))
+        await stream.wait_for(lambda: bool(stream.of_type("status")), 20, "the channel to open")
+        for _ in range(4):  # once enough to spend the restart budget, when a plugin saw it
+            stream.send({"type": "options", "min_area": "big"})
+        await stream.wait_for(lambda: len(stream.of_type("error")) == 4, 20, "four errors")
+        seen = len(stream.of_type("tracks"))
+        await stream.wait_for(lambda: len(stream.of_type("tracks")) >= seen + 3, 20, "tracks after the errors")
+        assert {e["code"] for e in stream.of_type("error")} == {"invalid_options"}
+        health = await asyncio.to_thread(server.health, "colorblob")
+        assert (health["state"], health["error_count"], health["restarts"]) == ("RUNNING", 0, 0)
+    finally:
+        await clients.close()

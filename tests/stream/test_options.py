@@ -11,7 +11,7 @@ import pytest
 from app.runtime.manifest import read_manifest
 from app.runtime.options_schema import OptionsError, OptionsSchema
 from app.stream.annotate import OverlayOptions
-from app.stream.options import SessionOptions, merge_options
+from app.stream.options import SessionOptions, host_options_only, merge_options
 from tests.conftest import DEFAULT_PLUGINS
 
 NO_SCHEMA = OptionsSchema("free", None)
@@ -93,3 +93,13 @@ def test_options_checked_before_a_new_schema_are_refused_per_frame() -> None:
     )
     assert not stricter.accepts(options) and not stricter.accepts(options)  # the verdict is kept for the object
     assert stricter.accepts({"min_area": 60})
+
+
+def test_a_plugin_switch_keeps_the_host_options_and_drops_the_old_plugins_own() -> None:
+    videotracker = OptionsSchema("videotracker", read_manifest(DEFAULT_PLUGINS / "videotracker").options)
+    colorblob_options = merge_options(SessionOptions(), {"min_area": 12, "labels": False, "min_score": 0.4}, COLORBLOB)
+    with pytest.raises(OptionsError, match="'min_area' is not accepted by plugin videotracker"):
+        merge_options(colorblob_options, {"plugin": "videotracker"}, videotracker)
+    switched = merge_options(host_options_only(colorblob_options), {"plugin": "videotracker"}, videotracker)
+    assert switched.plugin_options == {"labels": False, "min_score": 0.4}
+    assert switched.overlay == colorblob_options.overlay
