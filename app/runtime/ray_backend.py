@@ -111,6 +111,7 @@ class RayBackend:
 
     async def _watch(self) -> None:
         """Serve's status of every plugin, turned into replica counts and, for a ready worker, failures."""
+        unreachable = False
         while True:
             await asyncio.sleep(WATCH_INTERVAL_S)
             names = [app_name(plugin) for plugin in self.workers]
@@ -118,9 +119,14 @@ class RayBackend:
                 continue
             try:
                 statuses = await asyncio.to_thread(read_status, names)
-            except Exception:  # the cluster is going away; the calls themselves will say so
-                logger.warning("reading Serve's status failed", exc_info=True)
+            except Exception as exc:  # the cluster is going away; the calls themselves will say so
+                if not unreachable:  # one line when it starts failing, one when it is back
+                    logger.warning("reading Serve's status from %s failed: %r", self.address, exc)
+                unreachable = True
                 continue
+            if unreachable:
+                logger.info("reading Serve's status from %s works again", self.address)
+                unreachable = False
             for plugin, worker in list(self.workers.items()):
                 status = statuses.get(app_name(plugin))
                 if status is None:
