@@ -116,6 +116,7 @@ class Server:
     url: str
     process: subprocess.Popen[bytes]
     log: Path
+    replica_pid_at_start: str = ""  # the replica that answered it once it was INITIALIZED
 
     def get(self, path: str) -> httpx.Response:
         return httpx.get(self.url + path, timeout=30)
@@ -177,6 +178,7 @@ def servers(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Itera
     try:
         # The first deploys; the second starts once the deployment runs, so it attaches.
         wait_until(lambda: first.health()["state"] == "INITIALIZED", 120, "server A's plugin", [first])
+        first.replica_pid_at_start = _replica_pid(first)
         second = start_server(cluster, plugins, logs / "b.log")
         started = [first, second]
         try:
@@ -197,6 +199,8 @@ def test_both_servers_list_the_plugin_initialized_on_ray_one_deployed_one_attach
         assert server.get("/readyz").status_code == 200
     assert f"deployed {APP}" in first.log_text()
     assert f"attached to {APP} (same manifest)" in second.log_text() and f"deployed {APP}" not in second.log_text()
+    # Attaching restarted nothing: the replica that answered A before B came is the one answering both.
+    assert _replica_pid(first) == _replica_pid(second) == first.replica_pid_at_start
 
 
 async def test_sessions_on_both_servers_get_correct_boxes_and_share_batches(servers: list[Server]) -> None:
