@@ -30,6 +30,10 @@ def main(argv: list[str] | None = None) -> None:
         port=settings.port,
         log_level=settings.log_level.lower(),
         ws_max_size=64 * 1024,
+        # The same loop and HTTP parser whatever is installed: the ray extra brings uvloop and
+        # httptools, which uvicorn would otherwise pick up on its own.
+        loop="asyncio",
+        http="h11",
         # A health subscriber that never reads would otherwise hold shutdown forever.
         timeout_graceful_shutdown=10,
     )

@@ -29,6 +29,7 @@ class Settings:
     ice_servers: tuple[str, ...] = ()
     ice_addresses: tuple[str, ...] = ()
     log_level: str = "INFO"
+    ray_address: str | None = None  # DESIGN 6: run plugins as Ray Serve deployments on this cluster
 
 
 def _split(value: str) -> list[str]:
@@ -123,6 +124,14 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
         help="host address offered as ICE candidate, repeatable (default: every interface) [LIVETRACK_ICE_ADDRESS]",
     )
     add(
+        "--ray-address",
+        default=env("RAY_ADDRESS"),
+        help="run each plugin as the Ray Serve application livetrack-<plugin> on this Ray cluster "
+        "(host:port of its head, or auto for one started on this host with ray start --head), "
+        "shared with every server given the same address; needs the ray extra [LIVETRACK_RAY_ADDRESS] "
+        "(default: local worker processes)",
+    )
+    add(
         "--log-level",
         type=str.upper,
         choices=LOG_LEVELS,
@@ -171,4 +180,5 @@ def load_settings(argv: Sequence[str] | None = None, environ: Mapping[str, str] 
         ice_servers=tuple(pick("ice_servers")),
         ice_addresses=tuple(pick("ice_addresses")),
         log_level=args.log_level,
+        ray_address=args.ray_address or None,
     )

@@ -39,7 +39,7 @@ def build_routes() -> list[BaseRoute]:
 def create_app(settings: Settings) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
-        runtime = PluginRuntime(settings.plugins_dirs, settings.gpu_policy, settings.log_level)
+        runtime = PluginRuntime(settings.plugins_dirs, settings.gpu_policy, settings.log_level, settings.ray_address)
         runtime.start()
         logger.info("serving; %d plugins loading in the background", len(runtime.registry.names()))
         try:

@@ -49,6 +49,8 @@ class LiveServer:
             port=self.settings.port,
             log_level="warning",
             ws_max_size=64 * 1024,
+            loop="asyncio",  # as app/__main__.py: not uvloop, even when the ray extra installed it
+            http="h11",
             lifespan="on",
             timeout_graceful_shutdown=10,
         )

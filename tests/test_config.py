@@ -40,6 +40,7 @@ def test_every_flag_reads_its_environment_variable() -> None:
         "LIVETRACK_ICE_SERVER": "stun:stun.example:3478",
         "LIVETRACK_ICE_ADDRESS": "127.0.0.1",
         "LIVETRACK_LOG_LEVEL": "debug",
+        "LIVETRACK_RAY_ADDRESS": "auto",
     }
     settings = load_settings([], env)
     assert settings == Settings(
@@ -54,6 +55,7 @@ def test_every_flag_reads_its_environment_variable() -> None:
         ice_servers=("stun:stun.example:3478",),
         ice_addresses=("127.0.0.1",),
         log_level="DEBUG",
+        ray_address="auto",
     )
 
 
@@ -89,3 +91,34 @@ def test_help_lists_every_flag() -> None:
     ):  # fmt: skip
         assert flag in output
     assert "LIVETRACK_" in output
+
+
+def test_ray_address_flag_and_its_default() -> None:
+    assert load_settings([], {}).ray_address is None
+    assert load_settings(["--ray-address", "127.0.0.1:6379"], {}).ray_address == "127.0.0.1:6379"
+
+
+def test_a_server_without_ray_address_never_imports_ray(tmp_path: Path) -> None:
+    """The whole startup, a plugin load and shutdown, in a fresh interpreter: Ray stays out of it."""
+    script = """
+import asyncio, sys
+from app.runtime.runtime import PluginRuntime
+from app.config import DEFAULT_PLUGINS_DIR
+
+async def main():
+    runtime = PluginRuntime([DEFAULT_PLUGINS_DIR], "cpu")
+    runtime.start()
+    await runtime.wait_settled(60)
+    health = runtime.registry.get("colorblob").health()
+    await runtime.close()
+    return health
+
+health = asyncio.run(main())
+assert health["state"] == "INITIALIZED" and health["backend"] == "process", health
+print(sorted(m for m in sys.modules if m == "ray" or m.startswith("ray.")))
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=120, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"

@@ -108,6 +108,8 @@ class PluginRecord:
     restarts: int = 0
     active_sessions: int = 0
     first_load_done: bool = False  # left LOADED once, whatever the outcome (/readyz, DESIGN 4.4)
+    backend: str = "process"  # where its code runs: "process" (a local worker) or "ray" (DESIGN 6)
+    ray_replicas: tuple[int, int] = (0, 1)  # (running, target) as Serve last reported them
     execution_times: deque[float] = field(default_factory=lambda: deque(maxlen=EXECUTION_SAMPLES))
     execution_histogram: ExecutionHistogram = field(default_factory=ExecutionHistogram)
 
@@ -136,7 +138,15 @@ class PluginRecord:
             "p95_execution_time_ms": round(times[min(len(times) - 1, int(0.95 * len(times)))], 3) if times else None,
             "restarts": self.restarts,
             "active_sessions": self.active_sessions,
+            "backend": self.backend,
+            "replicas": self._replicas(running),
         }
+
+    def _replicas(self, usable: bool) -> dict[str, int]:
+        """Replicas running and wanted: Serve's figures on Ray, the one local worker otherwise."""
+        if self.backend == "ray":
+            return {"running": self.ray_replicas[0], "target": self.ray_replicas[1]}
+        return {"running": 1 if usable else 0, "target": 1}
 
 
 @dataclass(frozen=True)
@@ -215,10 +225,11 @@ class PluginRegistry:
         description: str | None = None,
         version: str | None = None,
         requires_gpu: bool = False,
+        backend: str = "process",
     ) -> PluginRecord:
         if name in self._records:
             raise DuplicatePlugin(name)
-        record = PluginRecord(name, description, version, requires_gpu)
+        record = PluginRecord(name, description, version, requires_gpu, backend=backend)
         self._records[name] = record
         logger.info("plugin %s: registered (LOADED)", name)
         self._publish(RegistryEvent("state", record.health()))
@@ -317,6 +328,13 @@ class PluginRegistry:
         if record.active_sessions == 0 and record.state is S.RUNNING:
             self.mark_idle(name)
         else:
+            self._counters_changed(record)
+
+    def set_replicas(self, name: str, running: int, target: int) -> None:
+        """Serve's replica counts for a plugin on the Ray backend; published when they change."""
+        record = self.get(name)
+        if record.ray_replicas != (running, target):
+            record.ray_replicas = (running, target)
             self._counters_changed(record)
 
     # -- counters ---------------------------------------------------------------

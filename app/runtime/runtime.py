@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -11,12 +12,26 @@ from app.runtime.loader import BrokenPlugin, discover
 from app.runtime.manifest import Manifest, ManifestError, read_manifest
 from app.runtime.options_schema import OptionsSchema
 from app.runtime.registry import PluginRegistry, UnknownPlugin
-from app.runtime.supervisor import PluginSupervisor
+from app.runtime.supervisor import PluginSupervisor, WorkerBackend
 
 
 class PluginRuntime:
-    def __init__(self, plugin_dirs: Iterable[Path], gpu_policy: str = "auto", log_level: str = "INFO") -> None:
+    def __init__(
+        self,
+        plugin_dirs: Iterable[Path],
+        gpu_policy: str = "auto",
+        log_level: str = "INFO",
+        ray_address: str | None = None,
+    ) -> None:
         self.registry = PluginRegistry()
+        self._backend: WorkerBackend | None = None
+        if ray_address is not None:
+            # Only here: a server without --ray-address never imports Ray (DESIGN 6). The server
+            # handles its own signals (uvicorn's graceful shutdown), so Ray's C++ handler stays out.
+            os.environ.setdefault("RAY_DISABLE_FAILURE_SIGNAL_HANDLER", "1")
+            from app.runtime.ray_backend import RayBackend
+
+            self._backend = RayBackend(ray_address, self.registry)
         self._plugin_dirs = list(plugin_dirs)
         self._gpu_policy = gpu_policy
         self._log_level = log_level
@@ -35,11 +50,12 @@ class PluginRuntime:
                 description=plugin.description,
                 version=plugin.version,
                 requires_gpu=plugin.requires_gpu,
+                backend=self._backend.name if self._backend is not None else "process",
             )
             self._supervise(plugin)
 
     def _supervise(self, manifest: Manifest) -> None:
-        supervisor = PluginSupervisor(manifest, self.registry, self._gpu_policy, self._log_level)
+        supervisor = PluginSupervisor(manifest, self.registry, self._gpu_policy, self._log_level, self._backend)
         self._supervisors[manifest.name] = supervisor
         supervisor.start()
 
@@ -92,4 +108,7 @@ class PluginRuntime:
 
     async def close(self) -> None:
         await asyncio.gather(*(s.close() for s in self._supervisors.values()))
+        close_backend = getattr(self._backend, "close", None)
+        if close_backend is not None:
+            await close_backend()
         self.registry.close()

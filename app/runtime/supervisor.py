@@ -11,9 +11,9 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import replace
-from typing import Any
+from typing import Any, Protocol
 
 from app.runtime.batching import FrameBatcher
 from app.runtime.checks import check_plugin
@@ -22,7 +22,7 @@ from app.runtime.frames import Frame
 from app.runtime.manifest import Manifest, ManifestError, read_manifest
 from app.runtime.options_schema import OptionsSchema
 from app.runtime.registry import PluginRegistry, PluginState
-from app.runtime.sandbox import EndSession, Load, PluginWorker, Process, SandboxResult, run_plugin_sandboxed
+from app.runtime.sandbox import Call, EndSession, Load, PluginWorker, Process, SandboxResult, run_plugin_sandboxed
 
 logger = logging.getLogger(__name__)
 
@@ -33,15 +33,62 @@ USABLE = (PluginState.INITIALIZED, PluginState.RUNNING)
 NOT_THE_PLUGINS = ("WorkerStopped", "SessionEnded")
 
 
+class WorkerBackend(Protocol):
+    """Where a plugin's code runs: local worker processes (the default) or Ray Serve (ray_backend.py)."""
+
+    name: str
+
+    def new_worker(
+        self,
+        manifest: Manifest,
+        gpu_policy: str,
+        on_death: Callable[[PluginFault], None],
+        log_level: str,
+        *,
+        redeploy: bool,
+    ) -> Any: ...
+
+    async def run(self, worker: Any, call: Call) -> SandboxResult: ...
+
+
+class ProcessBackend:
+    """One spawned worker process per plugin (DESIGN 3.6)."""
+
+    name = "process"
+
+    def new_worker(
+        self,
+        manifest: Manifest,
+        gpu_policy: str,
+        on_death: Callable[[PluginFault], None],
+        log_level: str,
+        *,
+        redeploy: bool,
+    ) -> PluginWorker:
+        return PluginWorker(manifest, gpu_policy, on_death, log_level)
+
+    async def run(self, worker: Any, call: Call) -> SandboxResult:
+        assert isinstance(worker, PluginWorker)
+        return await run_plugin_sandboxed(worker, call)
+
+
 class PluginSupervisor:
-    def __init__(self, manifest: Manifest, registry: PluginRegistry, gpu_policy: str, log_level: str = "INFO") -> None:
+    def __init__(
+        self,
+        manifest: Manifest,
+        registry: PluginRegistry,
+        gpu_policy: str,
+        log_level: str = "INFO",
+        backend: WorkerBackend | None = None,
+    ) -> None:
         self.manifest = manifest
         self.name = manifest.name
         self.options_schema = OptionsSchema(self.name, manifest.options)
         self._registry = registry
         self._gpu_policy = gpu_policy
         self._log_level = log_level
-        self._worker: PluginWorker | None = None
+        self._backend: WorkerBackend = backend or ProcessBackend()
+        self._worker: Any = None  # the backend's worker: a PluginWorker, or a RayPluginWorker
         self._restarts: deque[float] = deque(maxlen=RESTART_BUDGET)
         self._lifecycle_lock = asyncio.Lock()
         self._restart_requested = False
@@ -81,16 +128,18 @@ class PluginSupervisor:
         async with self._lifecycle_lock:
             await self._load_locked()
 
-    async def _load_locked(self) -> None:
+    async def _load_locked(self, *, redeploy: bool = False) -> None:
         if self._closed:
             return
         fault = await asyncio.to_thread(check_plugin, self.manifest)
         if fault is not None:
             self._mark_fault(fault)
             return
-        worker = PluginWorker(self.manifest, self._gpu_policy, self._on_worker_death, self._log_level)
+        worker = self._backend.new_worker(
+            self.manifest, self._gpu_policy, self._on_worker_death, self._log_level, redeploy=redeploy
+        )
         self._worker = worker
-        result = await run_plugin_sandboxed(worker, Load())
+        result = await self._backend.run(worker, Load())
         if self._closed:
             return
         if result.ok:
@@ -163,7 +212,7 @@ class PluginSupervisor:
                     self._worker = None
                 if reload and not self._reread_manifest():
                     return
-                await self._load_locked()
+                await self._load_locked(redeploy=reload)
         finally:
             if reload:
                 self._restart_requested = False
@@ -213,7 +262,7 @@ class PluginSupervisor:
         worker = self._worker
         if worker is None or not self.usable:
             return SandboxResult.failure(self.not_ready_fault(), 0.0)
-        result = await run_plugin_sandboxed(worker, Process(frames))
+        result = await self._backend.run(worker, Process(frames))
         if result.ok:
             self._registry.record_success(self.name, result.execution_time_ms, len(frames))
         elif result.error_type not in NOT_THE_PLUGINS:
@@ -235,7 +284,7 @@ class PluginSupervisor:
         worker = self._worker
         if worker is None or not self.usable:
             return  # a new worker will have no state of this session anyway
-        result = await run_plugin_sandboxed(worker, EndSession(session_id))
+        result = await self._backend.run(worker, EndSession(session_id))
         if not result.ok and result.error_type in ("TimeoutError", "WorkerCrashed", "ProtocolError"):
             assert result.fault is not None
             self._registry.record_error(self.name, result.execution_time_ms)

@@ -21,7 +21,7 @@ from tests.helpers import png_with_square
 HEALTH_FIELDS = {
     "name", "state", "description", "version", "reason", "requires_gpu", "device", "uptime_seconds", "last_used",
     "success_count", "error_count", "last_execution_time_ms", "avg_execution_time_ms", "p95_execution_time_ms",
-    "restarts", "active_sessions",
+    "restarts", "active_sessions", "backend", "replicas",
 }  # fmt: skip
 
 
@@ -59,6 +59,11 @@ def test_list_is_a_flat_sorted_list_of_full_health_objects(server: LiveServer) -
     for health in body:
         assert HEALTH_FIELDS <= set(health)
     assert server.health("colorblob")["device"] == "cpu"
+
+
+def test_local_workers_report_the_process_backend_and_their_one_replica(server: LiveServer) -> None:
+    health = server.health("colorblob")
+    assert (health["backend"], health["replicas"]) == ("process", {"running": 1, "target": 1})
 
 
 @pytest.mark.parametrize(

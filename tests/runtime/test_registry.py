@@ -148,7 +148,10 @@ def test_health_object_has_every_field_even_when_unknown() -> None:
         "p95_execution_time_ms",
         "restarts",
         "active_sessions",
+        "backend",
+        "replicas",
     }
+    assert (health["backend"], health["replicas"]) == ("process", {"running": 0, "target": 1})
     assert health["uptime_seconds"] is None and health["last_used"] is None and health["device"] is None
 
 
@@ -222,3 +225,14 @@ def test_unknown_and_duplicate_names() -> None:
     with pytest.raises(UnknownPlugin):
         registry.get("q")
     assert "p" in registry and "q" not in registry
+
+
+def test_replicas_follow_the_local_worker_and_serves_counts_on_ray() -> None:
+    registry = registry_in(S.INITIALIZED)
+    assert registry.get("p").health()["replicas"] == {"running": 1, "target": 1}
+    registry.mark_failed("p", "WorkerCrashed: worker exited with signal SIGSEGV (restart it)")
+    assert registry.get("p").health()["replicas"] == {"running": 0, "target": 1}
+    registry.register("r", backend="ray")
+    registry.set_replicas("r", 2, 3)
+    health = registry.get("r").health()
+    assert (health["backend"], health["replicas"]) == ("ray", {"running": 2, "target": 3})
