@@ -14,6 +14,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -33,6 +34,10 @@ from tests.stream.helpers import Clients, client
 pytestmark = [
     pytest.mark.ray,
     pytest.mark.skipif(importlib.util.find_spec("ray") is None, reason="needs the ray extra: pip install -e '.[ray]'"),
+    pytest.mark.skipif(
+        [name for _, name in socket.if_nameindex()] != ["lo"],
+        reason="runs in a network with only lo, where test_private_network.py starts it",
+    ),
 ]
 
 REPO = Path(__file__).resolve().parents[2]

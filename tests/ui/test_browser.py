@@ -11,7 +11,6 @@ tests assert on it. A scenario runs once per module and serves several tests.
 
 from __future__ import annotations
 
-import functools
 import importlib.util
 import json
 import os
@@ -24,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import REASON
+from tests.helpers import REASON, isolation
 
 pytestmark = pytest.mark.browser
 
@@ -37,17 +36,6 @@ SCENARIO_TIMEOUT_S = 240
 EXPECTED_CONSOLE = ("Failed to load resource", "WebSocket connection to")
 
 Result = dict[str, Any]
-
-
-@functools.cache
-def isolation() -> tuple[str, ...]:
-    """The command prefix that gives the driver a network with only `lo`; () when this user cannot."""
-    if os.geteuid() != 0 or not shutil.which("unshare") or not shutil.which("ip"):
-        return ()
-    probe = subprocess.run(["unshare", "-n", "ip", "link", "set", "lo", "up"], capture_output=True, check=False)
-    if probe.returncode != 0:
-        return ()
-    return ("unshare", "-n", "sh", "-c", 'ip link set lo up && exec "$0" "$@"')
 
 
 def run_scenario(name: str) -> Result:
