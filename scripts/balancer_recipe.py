@@ -16,6 +16,11 @@ deployment, and HAProxy with docs/balancer/haproxy.cfg in front, all on 127.0.0.
    to the other.
 
 Exit status 0 when every step held.
+
+Ray advertises the host's own address even when told 127.0.0.1; to keep every packet on
+loopback (as the tests do), run it in a network namespace with only `lo`, as root:
+
+    unshare -n sh -c 'ip link set lo up && exec .venv/bin/python scripts/balancer_recipe.py'
 """
 
 from __future__ import annotations

@@ -21,6 +21,11 @@ it came in, so the figures come from what the clients received:
   mean execution time per call (health's avg_execution_time_ms) on Ray against a local worker.
 
 Everything runs on this host. Results are printed and written to bench-results/scaleout-<time>.json.
+
+Ray advertises the host's own address even when told 127.0.0.1; to keep every packet on
+loopback (as the tests do), run it in a network namespace with only `lo`, as root:
+
+    unshare -n sh -c 'ip link set lo up && exec .venv/bin/python scripts/bench_scaleout.py'
 """
 
 from __future__ import annotations
