@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from app.runtime.frames import Frame, FrameInput
+from app.runtime.frames import Frame
 from app.runtime.manifest import read_manifest
 from app.runtime.sandbox import Load, PluginWorker, Process, run_plugin_sandboxed
 
@@ -68,7 +68,7 @@ async def through_worker(folder: Path, image: np.ndarray, count: int) -> list[fl
         samples = []
         for index in range(count):
             started = time.perf_counter()
-            result = await run_plugin_sandboxed(worker, Process([FrameInput("bench", index, index, image)]))
+            result = await run_plugin_sandboxed(worker, Process([Frame("bench", index, index, image)]))
             samples.append((time.perf_counter() - started) * 1000)
             assert result.ok, result.error
         return samples

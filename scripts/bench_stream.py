@@ -48,7 +48,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from app.runtime.frames import FrameInput
+from app.runtime.frames import Frame
 from app.runtime.runtime import PluginRuntime
 from app.stream.annotate import OverlayOptions, annotate
 from app.stream.ice import offered_addresses
@@ -161,7 +161,7 @@ class InlineTrack(MediaStreamTrack):
         tracks: list[dict[str, Any]] = []
         if supervisor is not None:
             image = frame.to_ndarray(format="rgb24")
-            result = await supervisor.process(FrameInput(self._session, self._index, frame.pts or 0, image))
+            result = await supervisor.process(Frame(self._session, self._index, frame.pts or 0, image))
             tracks = result.result["tracks"] if result.ok else []
         self._index += 1
         return annotate(frame, tracks, OverlayOptions())

@@ -27,7 +27,7 @@ from tracking_metrics import SequenceScore, summarize
 from tracking_sequences import SEQUENCES, build
 
 from app.runtime.errors import PluginFault
-from app.runtime.frames import FrameInput
+from app.runtime.frames import Frame
 from app.runtime.manifest import read_manifest
 from app.runtime.sandbox import EndSession, Load, PluginWorker, Process, run_plugin_sandboxed
 
@@ -58,7 +58,7 @@ async def run_sequence(
     score, times = SequenceScore(), []
     for index in range(len(sequence)):
         frame = sequence.render(index)
-        call = Process([FrameInput(session_id, index, index * PTS_PER_FRAME, frame.image, {})])
+        call = Process([Frame(session_id, index, index * PTS_PER_FRAME, frame.image, {})])
         result = await run_plugin_sandboxed(worker, call)
         if not result.ok:
             raise BenchError(f"{session_id} frame {index}: {result.error}")

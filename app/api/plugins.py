@@ -14,7 +14,7 @@ from starlette.routing import BaseRoute, Route
 
 from app.api.auth import require_admin
 from app.api.errors import ApiError
-from app.runtime.frames import FrameInput
+from app.runtime.frames import Frame
 from app.runtime.runtime import PluginRuntime
 from app.runtime.supervisor import PluginSupervisor
 
@@ -48,12 +48,11 @@ async def restart_plugin(request: Request) -> JSONResponse:
     name = _known(request)
     runtime = _runtime(request)
     if not runtime.restart(name):
-        record = runtime.registry.get(name)
         raise ApiError(
             409,
-            "plugin_not_restartable",
-            f"plugin {name} is {record.state.value}; only a FAILED or UNAVAILABLE plugin that is not "
-            "already restarting can be restarted",
+            "restart_in_progress",
+            f"plugin {name} is being loaded or restarted now; wait until GET /v1/plugins/{name}/health "
+            "shows it out of LOADED, then ask again",
         )
     return JSONResponse(runtime.registry.get(name).health(), status_code=202)
 
@@ -103,7 +102,7 @@ async def run_plugin(request: Request) -> JSONResponse:
         raise ApiError(400, "invalid_image", "the body is empty; send image/jpeg or image/png bytes")
     image = await asyncio.to_thread(decode_image, body)
     supervisor = _usable_supervisor(runtime, name)
-    frame = FrameInput(f"run-{secrets.token_hex(4)}", 0, 0, image)
+    frame = Frame(f"run-{secrets.token_hex(4)}", 0, 0, image)
     result = await supervisor.run_image(frame)
     if result.ok:
         return JSONResponse(

@@ -6,7 +6,6 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import BaseRoute, Route
 
-from app.runtime.registry import PluginState
 from app.runtime.runtime import PluginRuntime
 
 
@@ -16,9 +15,13 @@ async def healthz(request: Request) -> JSONResponse:
 
 
 async def readyz(request: Request) -> JSONResponse:
-    """200 once every plugin has left LOADED (whatever state it reached), else 503 naming them."""
+    """503 naming the plugins still in their first load, then 200 for good (DESIGN 4.4).
+
+    A later restart, reload or crash loop of one plugin must not take a server whose
+    other plugins work out of its load balancer; its state is on /v1/plugins.
+    """
     runtime: PluginRuntime = request.state.runtime
-    pending = [h["name"] for h in runtime.registry.list() if h["state"] == PluginState.LOADED.value]
+    pending = runtime.registry.pending_first_load()
     if pending:
         return JSONResponse({"ready": False, "pending": pending}, status_code=503)
     return JSONResponse({"ready": True, "pending": []})

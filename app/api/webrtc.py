@@ -12,8 +12,8 @@ from starlette.routing import BaseRoute, Route
 from app.api.errors import ApiError
 from app.api.origins import origin_allowed
 from app.api.plugins import _read_body
+from app.runtime.options_schema import OptionsError
 from app.runtime.registry import UnknownPlugin
-from app.stream.options import OptionsError
 from app.stream.session import OfferError
 from app.stream.sessions import AtCapacity, SessionManager
 

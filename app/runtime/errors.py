@@ -14,6 +14,7 @@ The error types a reason may name:
       WorkerCrashed       the worker process died (signal or exit code)
       MemoryError         the worker's resident memory passed memory_limit_mb; it was killed
                           or CUDA ran out of memory past the worker's device memory cap (memory_limit_mb)
+      ProtocolError       the worker sent something other than a plain-data answer (wire.py); it was killed
 """
 
 from __future__ import annotations

@@ -1,4 +1,8 @@
-"""What a plugin receives (`Frame`) and what the host accepts back (`validate_results`)."""
+"""The frame a plugin receives (`Frame`) and what the host accepts back (`validate_results`).
+
+One `Frame` type on both sides of the sandbox: the server builds it from a decoded
+video frame, the worker rebuilds it around a view of shared memory.
+"""
 
 from __future__ import annotations
 
@@ -12,22 +16,12 @@ import numpy as np
 
 @dataclass(frozen=True)
 class Frame:
-    """One video frame as the plugin sees it.
+    """One video frame.
 
-    `image` is H x W x 3 uint8 RGB and read-only: a view of shared memory that
-    the server reuses after `process()` returns, so copy it to keep it.
+    `image` is H x W x 3 uint8 RGB. In the plugin it is read-only: a view of shared
+    memory that the server reuses after `process()` returns, so copy it to keep it.
+    `options` are the client's, already validated against the manifest's schema.
     """
-
-    session_id: str
-    index: int
-    pts: int
-    image: np.ndarray
-    options: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class FrameInput:
-    """A frame handed to the sandbox by the server (the image is copied into shared memory)."""
 
     session_id: str
     index: int

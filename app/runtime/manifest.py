@@ -10,6 +10,8 @@ from typing import Any
 
 from packaging.requirements import InvalidRequirement, Requirement
 
+from app.runtime.options_schema import check_schema
+
 NAME_PATTERN = re.compile(r"[a-z][a-z0-9_-]{0,63}")
 ENTRYPOINT_PATTERN = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*")
 MANIFEST_FILE = "manifest.json"
@@ -44,6 +46,7 @@ class Manifest:
     load_timeout_ms: int = DEFAULT_LOAD_TIMEOUT_MS
     memory_limit_mb: int = DEFAULT_MEMORY_LIMIT_MB
     config: dict[str, Any] = field(default_factory=dict)
+    options: dict[str, Any] | None = None  # JSON Schema of the client options (options_schema.py)
 
     @property
     def module(self) -> str:
@@ -116,6 +119,10 @@ def parse_manifest(data: Any, folder: Path) -> Manifest:
     if not ENTRYPOINT_PATTERN.fullmatch(entrypoint):
         raise ManifestError(f"'entrypoint' {entrypoint[:80]!r} must look like \"module:Class\"")
     config = _optional(data, "config", dict, "an object", {})
+    try:
+        options = check_schema(data["options"]) if "options" in data else None
+    except ValueError as exc:
+        raise ManifestError(str(exc)) from None
     return Manifest(
         name=name,
         version=_require(data, "version", str, 'a version string such as "1.0.0"'),
@@ -129,6 +136,7 @@ def parse_manifest(data: Any, folder: Path) -> Manifest:
         load_timeout_ms=_positive_int(data, "load_timeout_ms", DEFAULT_LOAD_TIMEOUT_MS, 3_600_000),
         memory_limit_mb=_positive_int(data, "memory_limit_mb", DEFAULT_MEMORY_LIMIT_MB, 1_048_576),
         config=config,
+        options=options,
     )
 
 

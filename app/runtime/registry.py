@@ -47,6 +47,8 @@ TRANSITIONS: frozenset[tuple[PluginState, PluginState]] = frozenset(
         (S.RUNNING, S.FAILED),
         (S.FAILED, S.LOADED),
         (S.UNAVAILABLE, S.LOADED),
+        (S.INITIALIZED, S.LOADED),  # manual restart of a healthy plugin: a reload
+        (S.RUNNING, S.LOADED),
     }
 )
 
@@ -105,6 +107,7 @@ class PluginRecord:
     last_execution_time_ms: float | None = None
     restarts: int = 0
     active_sessions: int = 0
+    first_load_done: bool = False  # left LOADED once, whatever the outcome (/readyz, DESIGN 4.4)
     execution_times: deque[float] = field(default_factory=lambda: deque(maxlen=EXECUTION_SAMPLES))
     execution_histogram: ExecutionHistogram = field(default_factory=ExecutionHistogram)
 
@@ -236,6 +239,15 @@ class PluginRegistry:
     def names(self) -> builtins.list[str]:
         return sorted(self._records)
 
+    def pending_first_load(self) -> builtins.list[str]:
+        """Plugins still in their first load; a later restart does not bring a plugin back here."""
+        return [name for name in sorted(self._records) if not self._records[name].first_load_done]
+
+    def describe(self, name: str, *, description: str, version: str, requires_gpu: bool) -> None:
+        """New manifest facts after a reload (published with the next state change)."""
+        record = self.get(name)
+        record.description, record.version, record.requires_gpu = description, version, requires_gpu
+
     # -- transitions ------------------------------------------------------------
     def _transition(self, name: str, new: PluginState, reason: str | None = None) -> PluginRecord:
         record = self.get(name)
@@ -244,6 +256,8 @@ class PluginRegistry:
             raise IllegalTransition(name, old, new)
         record.state = new
         record.reason = reason
+        if old is S.LOADED:
+            record.first_load_done = True
         if new in (S.LOADED, S.FAILED, S.UNAVAILABLE):
             record.initialized_at = None
             record.worker_pid = None
@@ -255,10 +269,10 @@ class PluginRegistry:
         self._publish(RegistryEvent("state", record.health(), previous_state=old.value))
         return record
 
-    def mark_loaded(self, name: str, *, restart: bool = True) -> None:
-        """FAILED/UNAVAILABLE -> LOADED: a restart begins."""
+    def mark_loaded(self, name: str) -> None:
+        """A restart begins: from FAILED/UNAVAILABLE, or a reload from INITIALIZED/RUNNING."""
         record = self.get(name)
-        if record.state in (S.FAILED, S.UNAVAILABLE) and restart:
+        if record.state is not S.LOADED:
             record.restarts += 1
         self._transition(name, S.LOADED)
 

@@ -9,6 +9,7 @@ from pathlib import Path
 from app.runtime.errors import PluginFault
 from app.runtime.loader import BrokenPlugin, discover
 from app.runtime.manifest import Manifest, ManifestError, read_manifest
+from app.runtime.options_schema import OptionsSchema
 from app.runtime.registry import PluginRegistry, UnknownPlugin
 from app.runtime.supervisor import PluginSupervisor
 
@@ -49,7 +50,7 @@ class PluginRuntime:
         self.registry.mark_failed(plugin.name, fault.reason)
 
     def restart(self, name: str) -> bool:
-        """Manual restart; False when the plugin is not FAILED/UNAVAILABLE or already restarting."""
+        """Manual restart in any state (a healthy plugin is reloaded); False while one is already under way."""
         supervisor = self.supervisor(name)
         if supervisor is not None:
             return supervisor.restart()
@@ -73,6 +74,11 @@ class PluginRuntime:
         if name not in self.registry:
             raise UnknownPlugin(name)
         return self._supervisors.get(name)
+
+    def options_schema(self, name: str) -> OptionsSchema:
+        """The client options `name` accepts (a plugin with an invalid manifest declares none)."""
+        supervisor = self.supervisor(name)
+        return supervisor.options_schema if supervisor is not None else OptionsSchema(name, None)
 
     async def wait_settled(self, timeout_s: float) -> None:
         """Wait until no plugin is LOADED (for scripts and tests); TimeoutError past timeout_s."""

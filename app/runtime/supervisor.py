@@ -1,7 +1,8 @@
-"""One plugin's lifecycle: checks, worker start, batching, failures, restarts (DESIGN 3.3, 3.6).
+"""One plugin's lifecycle: checks, worker start, failures, restarts and reloads (DESIGN 3.3, 3.6).
 
 The supervisor turns every SandboxResult into a registry update, so the registry
-is told about every outcome in one place.
+is told about every outcome in one place. Batching frames is the FrameBatcher's
+job (batching.py); the supervisor only hands it the worker to run batches in.
 """
 
 from __future__ import annotations
@@ -11,13 +12,15 @@ import logging
 import time
 from collections import deque
 from collections.abc import Coroutine
-from dataclasses import dataclass, field
+from dataclasses import replace
 from typing import Any
 
+from app.runtime.batching import FrameBatcher
 from app.runtime.checks import check_plugin
 from app.runtime.errors import Outcome, PluginFault
-from app.runtime.frames import FrameInput
-from app.runtime.manifest import Manifest
+from app.runtime.frames import Frame
+from app.runtime.manifest import Manifest, ManifestError, read_manifest
+from app.runtime.options_schema import OptionsSchema
 from app.runtime.registry import PluginRegistry, PluginState
 from app.runtime.sandbox import EndSession, Load, PluginWorker, Process, SandboxResult, run_plugin_sandboxed
 
@@ -25,29 +28,24 @@ logger = logging.getLogger(__name__)
 
 RESTART_BUDGET = 3
 RESTART_WINDOW_S = 60.0
-MAX_BATCH = 32
 USABLE = (PluginState.INITIALIZED, PluginState.RUNNING)
-
-
-@dataclass
-class _Pending:
-    frame: FrameInput
-    answer: asyncio.Future[SandboxResult] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+# Faults that end a worker without it being the plugin's doing (a stop for a reload or shutdown).
+NOT_THE_PLUGINS = ("WorkerStopped", "SessionEnded")
 
 
 class PluginSupervisor:
     def __init__(self, manifest: Manifest, registry: PluginRegistry, gpu_policy: str, log_level: str = "INFO") -> None:
         self.manifest = manifest
         self.name = manifest.name
+        self.options_schema = OptionsSchema(self.name, manifest.options)
         self._registry = registry
         self._gpu_policy = gpu_policy
         self._log_level = log_level
         self._worker: PluginWorker | None = None
         self._restarts: deque[float] = deque(maxlen=RESTART_BUDGET)
         self._lifecycle_lock = asyncio.Lock()
-        self._pending: list[_Pending] = []
-        self._wakeup = asyncio.Event()
-        self._dispatcher: asyncio.Task[None] | None = None
+        self._restart_requested = False
+        self._batcher = FrameBatcher(self.name, self._run_batch, self._end_session, self.not_ready_fault)
         self._lifecycle_tasks: set[asyncio.Task[None]] = set()
         self._closed = False
 
@@ -71,7 +69,7 @@ class PluginSupervisor:
     # -- lifecycle ------------------------------------------------------------------
     def start(self) -> None:
         """Load in the background; the server keeps serving meanwhile."""
-        self._dispatcher = asyncio.create_task(self._dispatch_loop(), name=f"dispatch:{self.name}")
+        self._batcher.start()
         self._run_lifecycle(self._load())
 
     def _run_lifecycle(self, work: Coroutine[Any, Any, None]) -> None:
@@ -81,27 +79,30 @@ class PluginSupervisor:
 
     async def _load(self) -> None:
         async with self._lifecycle_lock:
-            if self._closed:
-                return
-            fault = await asyncio.to_thread(check_plugin, self.manifest)
-            if fault is not None:
-                self._mark_fault(fault)
-                return
-            worker = PluginWorker(self.manifest, self._gpu_policy, self._on_worker_death, self._log_level)
-            self._worker = worker
-            result = await run_plugin_sandboxed(worker, Load())
-            if self._closed:
-                return
-            if result.ok:
-                answer = result.result
-                self._registry.mark_initialized(
-                    self.name, device=answer["device"], degraded=answer.get("degraded"), worker_pid=worker.pid
-                )
-                return
-            assert result.fault is not None
-            await worker.stop()
-            self._worker = None
-            self._mark_fault(result.fault)
+            await self._load_locked()
+
+    async def _load_locked(self) -> None:
+        if self._closed:
+            return
+        fault = await asyncio.to_thread(check_plugin, self.manifest)
+        if fault is not None:
+            self._mark_fault(fault)
+            return
+        worker = PluginWorker(self.manifest, self._gpu_policy, self._on_worker_death, self._log_level)
+        self._worker = worker
+        result = await run_plugin_sandboxed(worker, Load())
+        if self._closed:
+            return
+        if result.ok:
+            answer = result.result
+            self._registry.mark_initialized(
+                self.name, device=answer["device"], degraded=answer["degraded"], worker_pid=worker.pid
+            )
+            return
+        assert result.fault is not None
+        await worker.stop()
+        self._worker = None
+        self._mark_fault(result.fault)
 
     def _mark_fault(self, fault: PluginFault) -> None:
         if fault.outcome is Outcome.UNAVAILABLE:
@@ -132,115 +133,116 @@ class PluginSupervisor:
         self._mark_fault(fault)
         if auto_restart:
             self._restarts.append(time.monotonic())
-            self._run_lifecycle(self._restart())
+            self._run_lifecycle(self._restart(reload=False))
 
     def _on_worker_death(self, fault: PluginFault) -> None:
         """The worker died while no call was in flight."""
         self._registry.record_error(self.name, 0.0)
         self._fail(fault)
 
-    async def _restart(self) -> None:
-        async with self._lifecycle_lock:
-            if self._worker is not None:
-                await self._worker.stop()
-                self._worker = None
-            if self._closed or self.state not in (PluginState.FAILED, PluginState.UNAVAILABLE):
-                return
-            self._registry.mark_loaded(self.name)
-        await self._load()
-
     def restart(self) -> bool:
-        """Manual restart (POST .../restart): only from FAILED or UNAVAILABLE; resets the budget."""
-        if self.state not in (PluginState.FAILED, PluginState.UNAVAILABLE) or self._lifecycle_lock.locked():
+        """Manual restart (POST .../restart), in any state: a healthy plugin is reloaded with its manifest
+        read again. False only while a load or restart is already under way. Resets the budget."""
+        if self._restart_requested or self._lifecycle_lock.locked():
             return False
+        self._restart_requested = True
         self._restarts.clear()
-        self._run_lifecycle(self._restart())
+        self._run_lifecycle(self._restart(reload=True))
+        return True
+
+    async def _restart(self, *, reload: bool) -> None:
+        try:
+            async with self._lifecycle_lock:
+                if self._closed or (not reload and self.state not in (PluginState.FAILED, PluginState.UNAVAILABLE)):
+                    return
+                # LOADED first: sessions stop sending frames and get a status message before the worker goes.
+                if self.state is not PluginState.LOADED:
+                    self._registry.mark_loaded(self.name)
+                if self._worker is not None:
+                    await self._worker.stop()
+                    self._worker = None
+                if reload and not self._reread_manifest():
+                    return
+                await self._load_locked()
+        finally:
+            if reload:
+                self._restart_requested = False
+
+    def _reread_manifest(self) -> bool:
+        """A reload takes the manifest as it is now; an invalid one leaves the plugin FAILED with why."""
+        folder = self.manifest.folder
+        fix = f"fix {folder / 'manifest.json'}, then restart with POST /v1/plugins/{self.name}/restart"
+        try:
+            manifest = read_manifest(folder)
+            if manifest.name != self.name:
+                raise ManifestError(f"'name' is now {manifest.name!r}; restart the server to rename a plugin")
+        except ManifestError as exc:
+            self._mark_fault(PluginFault("ValueError", f"invalid manifest: {exc}", fix))
+            return False
+        self.manifest = manifest
+        self.options_schema = OptionsSchema(self.name, manifest.options)
+        self._registry.describe(
+            self.name, description=manifest.description, version=manifest.version, requires_gpu=manifest.requires_gpu
+        )
         return True
 
     async def close(self) -> None:
+        """Stop loading, batching and the worker; idempotent."""
         self._closed = True
-        tasks = [*self._lifecycle_tasks, *([self._dispatcher] if self._dispatcher else [])]
+        tasks = list(self._lifecycle_tasks)
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        await self._batcher.close()
         if self._worker is not None:
             await self._worker.stop()
             self._worker = None
-        for pending in self._pending:
-            if not pending.answer.done():
-                pending.answer.set_result(SandboxResult.failure(self.not_ready_fault(), 0.0))
-        self._pending.clear()
 
     # -- frames ---------------------------------------------------------------------
-    async def process(self, frame: FrameInput) -> SandboxResult:
+    async def process(self, frame: Frame) -> SandboxResult:
         """Process one frame; frames waiting at the same time go to the worker in one batch."""
         if not self.usable or self._closed:
             return SandboxResult.failure(self.not_ready_fault(), 0.0)
-        pending = _Pending(frame)
-        self._pending.append(pending)
-        self._wakeup.set()
-        return await pending.answer
+        if frame.options and not self.options_schema.accepts(frame.options):
+            # Validated when the client sent them, against the schema before a reload changed it: the
+            # plugin must still never see them, so this frame runs with the plugin's defaults.
+            frame = replace(frame, options={})
+        return await self._batcher.submit(frame)
 
-    async def _dispatch_loop(self) -> None:
-        while True:
-            await self._wakeup.wait()
-            self._wakeup.clear()
-            while self._pending:
-                # One loop turn first: sessions answered by the last batch hand in their next
-                # frame now and join this batch, instead of alternating one-frame batches.
-                await asyncio.sleep(0)
-                batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
-                try:
-                    await self._run_batch(batch)
-                except Exception:  # a bug here must not leave every later frame waiting forever
-                    logger.exception("plugin %s: dispatching a batch failed", self.name)
-                    for pending in batch:
-                        if not pending.answer.done():
-                            pending.answer.set_result(SandboxResult.failure(self.not_ready_fault(), 0.0))
-
-    async def _run_batch(self, batch: list[_Pending]) -> None:
+    async def _run_batch(self, frames: list[Frame]) -> SandboxResult:
         worker = self._worker
         if worker is None or not self.usable:
-            result = SandboxResult.failure(self.not_ready_fault(), 0.0)
-        else:
-            result = await run_plugin_sandboxed(worker, Process([p.frame for p in batch]))
-            if result.ok:
-                self._registry.record_success(self.name, result.execution_time_ms, len(batch))
-            else:
-                assert result.fault is not None
-                self._registry.record_error(self.name, result.execution_time_ms)
-                self._fail(result.fault)
-        for index, pending in enumerate(batch):
-            if pending.answer.done():
-                continue
-            if result.ok:
-                pending.answer.set_result(
-                    SandboxResult(True, result.result[index], execution_time_ms=result.execution_time_ms)
-                )
-            else:
-                pending.answer.set_result(result)
+            return SandboxResult.failure(self.not_ready_fault(), 0.0)
+        result = await run_plugin_sandboxed(worker, Process(frames))
+        if result.ok:
+            self._registry.record_success(self.name, result.execution_time_ms, len(frames))
+        elif result.error_type not in NOT_THE_PLUGINS:
+            assert result.fault is not None
+            self._registry.record_error(self.name, result.execution_time_ms)
+            self._fail(result.fault)
+        return result
 
     # -- sessions -------------------------------------------------------------------
     def session_started(self) -> None:
         self._registry.session_started(self.name)
 
     async def session_ended(self, session_id: str) -> None:
+        """Counted at once; the worker drops the session's state after its frames already sent."""
         self._registry.session_ended(self.name)
-        worker = self._worker
-        if worker is not None and self.usable:
-            result = await run_plugin_sandboxed(worker, EndSession(session_id))
-            if (
-                not result.ok
-                and result.fault is not None
-                and result.fault.error_type in ("TimeoutError", "WorkerCrashed")
-            ):
-                self._registry.record_error(self.name, result.execution_time_ms)
-                self._fail(result.fault)
+        await self._batcher.end_session(session_id)
 
-    async def run_image(self, frame: FrameInput) -> SandboxResult:
+    async def _end_session(self, session_id: str) -> None:
+        worker = self._worker
+        if worker is None or not self.usable:
+            return  # a new worker will have no state of this session anyway
+        result = await run_plugin_sandboxed(worker, EndSession(session_id))
+        if not result.ok and result.error_type in ("TimeoutError", "WorkerCrashed", "ProtocolError"):
+            assert result.fault is not None
+            self._registry.record_error(self.name, result.execution_time_ms)
+            self._fail(result.fault)
+
+    async def run_image(self, frame: Frame) -> SandboxResult:
         """A one-off run (POST /v1/plugins/{name}/run): one frame, then its session is ended."""
         result = await self.process(frame)
-        worker = self._worker
-        if worker is not None and self.usable:
-            await run_plugin_sandboxed(worker, EndSession(frame.session_id))
+        await self._batcher.end_session(frame.session_id)
         return result

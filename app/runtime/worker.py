@@ -1,8 +1,10 @@
 """The plugin worker: the child-process side of the sandbox.
 
 It is the only process that imports plugin code or touches the GPU. Each
-message from the server gets exactly one answer; any exception from plugin code,
-BaseException included, becomes an error answer instead of ending the process.
+message from the server gets exactly one answer (JSON, see wire.py); any exception
+from plugin code, BaseException included, becomes an error answer instead of
+ending the process. The worker leads its own process group and is a child
+subreaper, so the server can find and kill everything the plugin starts (proctree.py).
 """
 
 from __future__ import annotations
@@ -10,9 +12,9 @@ from __future__ import annotations
 import ctypes
 import faulthandler
 import importlib
+import json
 import logging
 import os
-import pickle
 import re
 import signal
 import sys
@@ -25,11 +27,12 @@ from typing import Any
 from app.runtime.errors import Outcome, PluginFault, fix_plugin_hint
 from app.runtime.frames import Frame, InvalidResult, validate_results
 from app.runtime.shm import ReadOnlySegments
+from app.runtime.wire import MAX_MESSAGE_BYTES, MAX_TRACEBACK, encode, fault_to_wire
 
 logger = logging.getLogger("livetrack.plugin")
 
-MAX_ANSWER_BYTES = 4 * 1024 * 1024
 PR_SET_PDEATHSIG = 1
+PR_SET_CHILD_SUBREAPER = 36
 
 
 @dataclass(frozen=True)
@@ -50,7 +53,8 @@ class DeviceUnavailable(Exception):
 
 def fault_from_exception(exc: BaseException, fix: str, where: str = "") -> PluginFault:
     what = (str(exc) or repr(exc)).splitlines()[0][:300]
-    return PluginFault(type(exc).__name__, what + where, fix, traceback=traceback.format_exc())
+    # The tail of a deep traceback is where it failed; the wire takes at most MAX_TRACEBACK characters.
+    return PluginFault(type(exc).__name__, what + where, fix, traceback=traceback.format_exc()[-MAX_TRACEBACK:])
 
 
 def _cuda_status() -> tuple[bool, str]:
@@ -111,10 +115,15 @@ def cuda_out_of_memory_fault(exc: BaseException, limit_mb: int, fix: str, where:
 
 def _setup_process(spec: WorkerSpec) -> None:
     faulthandler.enable()
+    # Its own process group: what the plugin starts joins it, and the server kills the group.
+    os.setpgid(0, 0)
     if sys.platform == "linux":
-        # The worker must not outlive a server that was killed without cleaning up.
         libc = ctypes.CDLL(None, use_errno=True)
+        # The worker must not outlive a server that was killed without cleaning up.
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        # Orphans of the plugin's processes (double forks, setsid daemons) become our children,
+        # so the server still finds them under this process when it sweeps the tree.
+        libc.prctl(PR_SET_CHILD_SUBREAPER, 1)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C goes to the server, which stops us
     logging.basicConfig(
         level=spec.log_level,
@@ -130,7 +139,7 @@ def load_plugin(spec: WorkerSpec) -> tuple[Any, dict[str, Any]]:
     except DeviceUnavailable as exc:
         fix_gpu = "run on a GPU host, or start with --gpu-policy auto to run on CPU"
         unavailable = PluginFault("RuntimeError", str(exc), fix_gpu, Outcome.UNAVAILABLE)
-        return None, {"op": "load_failed", "fault": unavailable}
+        return None, {"op": "load_failed", "fault": fault_to_wire(unavailable)}
     module_name, class_name = spec.entrypoint.split(":", 1)
     sys.path.insert(0, spec.folder)
     try:
@@ -144,10 +153,10 @@ def load_plugin(spec: WorkerSpec) -> tuple[Any, dict[str, Any]]:
         missing = (exc.name or "?").split(".")[0]
         if not (Path(spec.folder) / missing).exists() and missing != module_name:
             fix = f"install it with: pip install {missing}, list it in the manifest's dependencies, then restart"
-        return None, {"op": "load_failed", "fault": fault_from_exception(exc, fix)}
+        return None, {"op": "load_failed", "fault": fault_to_wire(fault_from_exception(exc, fix))}
     except BaseException as exc:  # plugin code: contain everything, SystemExit included
         fault = cuda_out_of_memory_fault(exc, spec.memory_limit_mb, fix) or fault_from_exception(exc, fix)
-        return None, {"op": "load_failed", "fault": fault}
+        return None, {"op": "load_failed", "fault": fault_to_wire(fault)}
     return plugin, {"op": "ready", "device": device, "degraded": degraded}
 
 
@@ -164,11 +173,11 @@ def process_frames(
     try:
         results = validate_results(plugin.process(frames), len(frames))
     except InvalidResult as exc:
-        return {"op": "error", "fault": PluginFault("ValueError", f"invalid result: {exc}", fix)}
+        return {"op": "error", "fault": fault_to_wire(PluginFault("ValueError", f"invalid result: {exc}", fix))}
     except BaseException as exc:  # plugin code
         where = f" (frame {frames[0].index} of session {frames[0].session_id})" if frames else ""
         fault = cuda_out_of_memory_fault(exc, memory_limit_mb, fix, where) or fault_from_exception(exc, fix, where)
-        return {"op": "error", "fault": fault}
+        return {"op": "error", "fault": fault_to_wire(fault)}
     finally:
         del frames
     return {"op": "result", "results": results}
@@ -186,10 +195,12 @@ def end_session(plugin: Any, session_id: str) -> dict[str, Any]:
 
 
 def _send(conn: Connection, answer: dict[str, Any]) -> None:
-    payload = pickle.dumps(answer, protocol=pickle.HIGHEST_PROTOCOL)
-    if len(payload) > MAX_ANSWER_BYTES:
-        what = f"the answer is {len(payload)} bytes, over the {MAX_ANSWER_BYTES} byte limit"
-        payload = pickle.dumps({"op": "error", "fault": PluginFault("ValueError", what, "return fewer tracks")})
+    payload = encode(answer)
+    if len(payload) > MAX_MESSAGE_BYTES:
+        what = f"the answer is {len(payload)} bytes, over the {MAX_MESSAGE_BYTES} byte limit"
+        payload = encode(
+            {"op": "error", "fault": fault_to_wire(PluginFault("ValueError", what, "return fewer tracks"))}
+        )
     conn.send_bytes(payload)
 
 
@@ -205,7 +216,7 @@ def worker_main(spec: WorkerSpec, conn: Connection) -> None:
     try:
         while True:
             try:
-                message = pickle.loads(conn.recv_bytes())
+                message = json.loads(conn.recv_bytes())
             except EOFError:
                 return  # the server closed its end
             op = message["op"]

@@ -1,9 +1,10 @@
 """Per-session client options: overlay toggles (and `motion`), `min_score`, plugin choice, and plugin options.
 
 The same rules apply to the offer's `options` and to `options` messages on the
-data channel. Overlay keys are checked here; every other key is the plugin's
-business and reaches it untouched as `Frame.options` (the overlay keys too, so a
-plugin can use `min_score` as its own threshold).
+data channel. Overlay keys are checked here; the merged options are then checked
+against the plugin's declared schema (app/runtime/options_schema.py) and reach it
+as `Frame.options` (the overlay keys too, so a plugin can use `min_score` as its
+own threshold).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import math
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from app.runtime.options_schema import HOST_OPTIONS, OptionsError, OptionsSchema
 from app.stream.annotate import OverlayOptions
 
 OVERLAY_FLAGS = ("boxes", "labels", "ids", "motion")
@@ -20,10 +22,6 @@ MAX_OPTION_KEYS = 64
 MAX_OPTIONS_BYTES = 8 * 1024
 # Keys of an `options` message that are about the message or the session, not the plugin.
 NOT_FOR_PLUGIN = ("type", "plugin")
-
-
-class OptionsError(ValueError):
-    """Options a client sent that cannot be used; the message names the key and the value."""
 
 
 @dataclass(frozen=True)
@@ -46,6 +44,12 @@ def _min_score(value: Any) -> float:
     return float(value)
 
 
+def host_options_only(current: SessionOptions) -> SessionOptions:
+    """What a session keeps on a plugin switch: the old plugin's own options mean nothing to the new one."""
+    kept = {key: value for key, value in current.plugin_options.items() if key in HOST_OPTIONS}
+    return SessionOptions(current.overlay, kept)
+
+
 def requested_plugin(raw: dict[str, Any]) -> str | None:
     """The `plugin` an options object asks for, or None; OptionsError when it is not a name."""
     plugin = raw.get("plugin")
@@ -54,8 +58,9 @@ def requested_plugin(raw: dict[str, Any]) -> str | None:
     return plugin
 
 
-def merge_options(current: SessionOptions, raw: Any) -> SessionOptions:
-    """`current` updated with the keys of `raw` (a JSON object); OptionsError names the first bad key."""
+def merge_options(current: SessionOptions, raw: Any, schema: OptionsSchema) -> SessionOptions:
+    """`current` updated with the keys of `raw` (a JSON object), as `schema`'s plugin accepts them;
+    OptionsError names the first bad key and the rule it breaks."""
     if not isinstance(raw, dict):
         raise OptionsError(f"options must be a JSON object, got {type(raw).__name__}")
     overlay = current.overlay
@@ -70,8 +75,10 @@ def merge_options(current: SessionOptions, raw: Any) -> SessionOptions:
         raise OptionsError(f"at most {MAX_OPTION_KEYS} option keys are kept, got {len(plugin_options)}")
     try:
         size = len(json.dumps(plugin_options, allow_nan=False))
-    except (TypeError, ValueError) as exc:
-        raise OptionsError(f"options must be plain JSON ({exc})") from None
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise OptionsError(f"options must be plain JSON ({type(exc).__name__}: {str(exc)[:80]})") from None
     if size > MAX_OPTIONS_BYTES:
         raise OptionsError(f"options take {size} bytes as JSON; at most {MAX_OPTIONS_BYTES} are kept")
+    # Plain and bounded first: a schema's range rules pass NaN, which compares false with everything.
+    schema.check(plugin_options)
     return SessionOptions(overlay, plugin_options)

@@ -12,13 +12,14 @@ from typing import Any
 from aiortc import RTCConfiguration, RTCDataChannel, RTCIceServer, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamTrack
 
-from app.runtime.frames import FrameInput
+from app.runtime.frames import Frame
+from app.runtime.options_schema import OptionsError
 from app.runtime.registry import PluginState, utc_iso
 from app.runtime.runtime import PluginRuntime
 from app.stream.annotate import OverlayOptions, above
 from app.stream.feeds import TrackFeed
 from app.stream.ice import connect_failure_reason, offered_addresses, sdp_candidates
-from app.stream.options import OptionsError, SessionOptions, merge_options, requested_plugin
+from app.stream.options import SessionOptions, host_options_only, merge_options, requested_plugin
 from app.stream.pump import FramePump, InputFrame
 from app.stream.stats import SessionStats
 
@@ -154,9 +155,7 @@ class Session:
         # rgb24 conversion: about 0.3 ms for 640x480 (measured by scripts/bench_stream.py).
         image = entry.frame.to_ndarray(format="rgb24")
         pts = entry.frame.pts or 0
-        result = await supervisor.process(
-            FrameInput(self.session_id, entry.index, pts, image, self.options.plugin_options)
-        )
+        result = await supervisor.process(Frame(self.session_id, entry.index, pts, image, self.options.plugin_options))
         if generation != self._generation or self.closed or not result.ok:
             return None  # a failure reaches the client as a status message from the registry
         tracks = above(result.result["tracks"], self.options.overlay.min_score)
@@ -217,7 +216,7 @@ class Session:
             )
         try:
             raw = json.loads(message)
-        except ValueError:
+        except (ValueError, RecursionError):
             raise _MessageError("invalid_message", f"the message is not JSON: {message[:80]!r}") from None
         if not isinstance(raw, dict) or raw.get("type") != "options":
             kind = raw.get("type") if isinstance(raw, dict) else type(raw).__name__
@@ -227,9 +226,12 @@ class Session:
         plugin = requested_plugin(raw)
         if plugin is not None and plugin not in self._runtime.registry:
             raise _MessageError("plugin_not_found", f"no plugin named {plugin[:100]!r}; GET /v1/plugins lists them")
-        self.options = merge_options(self.options, raw)
-        if plugin is not None and plugin != self.plugin:
-            self._switch_plugin(plugin)
+        # Checked against the schema of the plugin these options will reach (the new one on a switch).
+        switch_to = plugin if plugin is not None and plugin != self.plugin else None
+        current = host_options_only(self.options) if switch_to else self.options
+        self.options = merge_options(current, raw, self._runtime.options_schema(switch_to or self.plugin))
+        if switch_to:
+            self._switch_plugin(switch_to)
 
     def _switch_plugin(self, plugin: str) -> None:
         old = self.plugin

@@ -56,7 +56,8 @@ class SessionManager:
         """
         if plugin not in self._runtime.registry:
             raise UnknownPlugin(plugin)
-        options = merge_options(SessionOptions(), raw_options if raw_options is not None else {})
+        raw = raw_options if raw_options is not None else {}
+        options = merge_options(SessionOptions(), raw, self._runtime.options_schema(plugin))
         if len(self._sessions) >= self._max_sessions:
             raise AtCapacity(f"{len(self._sessions)} sessions are open, the most this server takes (--max-sessions)")
         session_id = secrets.token_hex(8)

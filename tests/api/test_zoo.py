@@ -44,6 +44,8 @@ FRAME_FAILURES = {
     "garbage_type": (502, "ValueError: invalid result: process() must return a list, got str"),
     "garbage_count": (502, "ValueError: invalid result: process() returned 0 results for 1 frames"),
     "garbage_nan": (502, "ValueError: invalid result: result 0 track 0['box'][2] is not finite (nan)"),
+    "pickle_answer": (502, "ProtocolError: the worker sent "),
+    "garbage_bytes": (502, "ProtocolError: the worker sent a message of -1 bytes, outside 0..4194304; worker killed"),
 }
 
 
@@ -135,10 +137,15 @@ def test_restart_budget_then_failed_until_manual_restart(zoo: LiveServer, name: 
     assert back["restarts"] == stuck["restarts"] + 1 and back["reason"] is None
 
 
-def test_restart_of_a_healthy_plugin_is_a_conflict(zoo: LiveServer) -> None:
+def test_restart_of_a_healthy_plugin_reloads_it_and_a_second_one_meanwhile_is_a_conflict(zoo: LiveServer) -> None:
+    before = zoo.health("colorblob")
     response = zoo.post("/v1/plugins/colorblob/restart")
-    assert response.status_code == 409
-    assert response.json()["error"]["code"] == "plugin_not_restartable"
+    assert response.status_code == 202
+    again = zoo.post("/v1/plugins/colorblob/restart")
+    assert again.status_code == 409 and again.json()["error"]["code"] == "restart_in_progress"
+    back = zoo.wait_for("colorblob", lambda h: h["state"] == "INITIALIZED" and h["worker_pid"] != before["worker_pid"])
+    assert back["restarts"] == before["restarts"] + 1 and back["reason"] is None
+    assert_colorblob_works(zoo)
     assert zoo.post("/v1/plugins/nope/restart").status_code == 404
 
 

@@ -63,6 +63,25 @@ def test_readyz_is_503_naming_loading_plugins_then_200_once_all_left_loaded(
     assert (response.status_code, response.json()) == (200, {"ready": True, "pending": []})
 
 
+def test_readyz_stays_200_while_a_plugin_crash_loops_after_its_first_load(
+    serve: Callable[..., LiveServer], plugins_dir: Callable[..., Path]
+) -> None:
+    server = serve(plugins_dirs=(plugins_dir("colorblob", "segfault"),))
+    server.wait_state("segfault", "INITIALIZED")
+    server.wait_state("colorblob", "INITIALIZED")
+    seen: list[tuple[str, int]] = []
+    for _ in range(3):  # crash, automatic restart (LOADED again), crash again...
+        assert server.post("/v1/plugins/segfault/run", content=png_with_square()).status_code == 502
+        while (state := str(server.health("segfault")["state"])) != "INITIALIZED":
+            seen.append((state, server.get("/readyz").status_code))
+    assert server.post("/v1/plugins/segfault/restart").status_code == 202  # a reload: LOADED once more
+    while (state := str(server.health("segfault")["state"])) != "INITIALIZED":
+        seen.append((state, server.get("/readyz").status_code))
+    assert ("LOADED", 200) in seen, seen
+    assert {status for _, status in seen} == {200}
+    assert server.get("/readyz").json() == {"ready": True, "pending": []}
+
+
 async def test_metrics_parse_and_carry_plugin_series_after_real_work(
     serve: Callable[..., LiveServer], plugins_dir: Callable[..., Path]
 ) -> None:

@@ -20,7 +20,7 @@ from tracking_metrics import SequenceScore, summarize
 from tracking_sequences import SINGLE_FACE, RenderedFrame, Sequence, build
 
 from app.runtime.checks import check_plugin
-from app.runtime.frames import Frame, FrameInput
+from app.runtime.frames import Frame
 from app.runtime.manifest import read_manifest
 from app.runtime.sandbox import EndSession, Load, PluginWorker, Process, run_plugin_sandboxed
 
@@ -294,7 +294,7 @@ async def test_through_the_sandbox_a_moving_face_keeps_one_id() -> None:
         scored, ids = SequenceScore(), set()
         for index in range(len(sequence)):
             rendered = sequence.render(index)
-            result = await run_plugin_sandboxed(worker, Process([FrameInput(session_id, index, index, rendered.image)]))
+            result = await run_plugin_sandboxed(worker, Process([Frame(session_id, index, index, rendered.image)]))
             assert result.ok, result.error
             scored.add_frame(rendered.truth, result.result[0]["tracks"])
             ids |= {t["id"] for t in result.result[0]["tracks"]}

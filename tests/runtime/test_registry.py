@@ -28,6 +28,8 @@ LEGAL = [
     (S.RUNNING, S.FAILED),
     (S.FAILED, S.LOADED),
     (S.UNAVAILABLE, S.LOADED),
+    (S.INITIALIZED, S.LOADED),  # reload
+    (S.RUNNING, S.LOADED),
 ]
 ILLEGAL = [pair for pair in itertools.product(S, S) if pair not in LEGAL]
 
@@ -99,6 +101,30 @@ def test_failed_and_unavailable_carry_their_reason_and_loaded_clears_it() -> Non
     registry.mark_loaded("p")
     health = registry.get("p").health()
     assert health["reason"] is None and health["restarts"] == 1
+
+
+@pytest.mark.parametrize("state", [S.INITIALIZED, S.RUNNING])
+def test_a_reload_goes_back_to_loaded_counts_a_restart_and_keeps_the_sessions(state: PluginState) -> None:
+    registry = registry_in(state)
+    registry.get("p").active_sessions = 1 if state is S.RUNNING else 0
+    registry.mark_loaded("p")
+    record = registry.get("p")
+    assert (record.state, record.restarts, record.worker_pid, record.reason) == (S.LOADED, 1, None, None)
+    registry.mark_initialized("p", device="cpu", worker_pid=42)
+    assert registry.get("p").state is state  # back to RUNNING while a session still uses it
+
+
+def test_only_the_first_load_is_pending_for_readiness() -> None:
+    registry = PluginRegistry()
+    registry.register("a")
+    registry.register("b")
+    assert registry.pending_first_load() == ["a", "b"]
+    registry.mark_failed("a", "ValueError: broke (fix it)")
+    assert registry.pending_first_load() == ["b"]
+    registry.mark_loaded("a")  # a restart: LOADED again, but it has loaded once
+    registry.mark_initialized("b", device="cpu")
+    registry.mark_loaded("b")  # a reload
+    assert registry.pending_first_load() == []
 
 
 def test_health_object_has_every_field_even_when_unknown() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
 import textwrap
 import time
 from collections.abc import AsyncIterator, Callable
@@ -15,9 +16,9 @@ import numpy as np
 import pytest
 
 from app.runtime.errors import PluginFault
-from app.runtime.frames import FrameInput
+from app.runtime.frames import Frame
 from app.runtime.manifest import read_manifest
-from app.runtime.sandbox import EndSession, Load, PluginWorker, Process, run_plugin_sandboxed
+from app.runtime.sandbox import STOP_TIMEOUT_S, EndSession, Load, PluginWorker, Process, run_plugin_sandboxed
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -50,11 +51,11 @@ async def workers() -> AsyncIterator[Callable[..., PluginWorker]]:
         await worker.stop()
 
 
-def square_frame(session: str = "s", index: int = 0, at: tuple[int, int] = (100, 200)) -> FrameInput:
+def square_frame(session: str = "s", index: int = 0, at: tuple[int, int] = (100, 200)) -> Frame:
     image = np.zeros((480, 640, 3), np.uint8)
     y, x = at
     image[y : y + 50, x : x + 60] = (255, 0, 0)
-    return FrameInput(session, index, index * 3000, image)
+    return Frame(session, index, index * 3000, image)
 
 
 async def loaded(worker: PluginWorker) -> PluginWorker:
@@ -111,7 +112,7 @@ async def test_frames_arrive_as_read_only_views_of_shared_memory(tmp_path: Path,
     )
     worker = await loaded(workers(folder))
     image = np.full((48, 64, 3), 2, np.uint8)
-    result = await run_plugin_sandboxed(worker, Process([FrameInput("s9", 4, 1234, image, {"min_score": 0.5})]))
+    result = await run_plugin_sandboxed(worker, Process([Frame("s9", 4, 1234, image, {"min_score": 0.5})]))
     assert result.ok, result.error
     assert result.result[0]["extra"] == {
         "wrote": False,
@@ -125,7 +126,7 @@ async def test_frames_arrive_as_read_only_views_of_shared_memory(tmp_path: Path,
     }
     # A larger frame replaces the slot; the worker must read the new one.
     big = np.full((96, 128, 3), 3, np.uint8)
-    result = await run_plugin_sandboxed(worker, Process([FrameInput("s9", 5, 0, big)]))
+    result = await run_plugin_sandboxed(worker, Process([Frame("s9", 5, 0, big)]))
     assert result.ok and result.result[0]["extra"]["sum"] == int(big.sum())
 
 
@@ -243,3 +244,21 @@ async def test_stop_is_idempotent_and_unlinks_every_segment(workers: PluginFacto
     assert not any(Path("/dev/shm", n).exists() for n in names)
     after = await run_plugin_sandboxed(worker, Process([square_frame()]))
     assert not after.ok
+
+
+async def test_a_cancelled_stop_still_ends_the_worker_and_a_second_stop_waits_for_it(workers: PluginFactory) -> None:
+    worker = await loaded(workers(REPO / "plugins" / "colorblob"))
+    pid = worker.pid
+    assert pid is not None
+    os.kill(pid, signal.SIGSTOP)  # it cannot read "stop": the server must kill it after STOP_TIMEOUT_S
+    first = asyncio.create_task(worker.stop())
+    await asyncio.sleep(0.1)
+    first.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await first
+    started = time.monotonic()
+    await worker.stop()  # the same stop, still under way, not a second one
+    assert time.monotonic() - started < STOP_TIMEOUT_S + 1
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)
+    assert not worker.alive and worker.deaths == []  # type: ignore[attr-defined]
