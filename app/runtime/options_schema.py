@@ -2,7 +2,7 @@
 
 A plugin never sees an option of the wrong type, range or name: every offer's and
 data channel's options are validated here first, and a bad one is the client's
-error. The host's own overlay options (boxes, labels, ids, min_score) are accepted
+error. The host's own overlay options (boxes, labels, ids, motion, min_score) are accepted
 by every plugin, so a schema with `additionalProperties: false` need not list them;
 a schema may still declare `min_score` to narrow it. A plugin without a schema
 accepts any plain JSON options (bounded in app/stream/options.py).
@@ -25,6 +25,7 @@ HOST_OPTIONS: dict[str, Any] = {
     "boxes": {"type": "boolean"},
     "labels": {"type": "boolean"},
     "ids": {"type": "boolean"},
+    "motion": {"type": "boolean"},
     "min_score": {"type": "number", "minimum": 0, "maximum": 1},
 }
 

@@ -68,7 +68,7 @@ def test_the_schema_names_the_option_and_the_rule(raw: dict[str, Any], named: st
 
 
 def test_host_keys_are_accepted_by_a_closed_schema() -> None:
-    raw = {"boxes": False, "labels": True, "ids": True, "min_score": 0.3, "min_area": 12}
+    raw = {"boxes": False, "labels": True, "ids": True, "motion": False, "min_score": 0.3, "min_area": 12}
     assert merge_options(SessionOptions(), raw, COLORBLOB).plugin_options == raw
 
 
