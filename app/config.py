@@ -25,6 +25,7 @@ class Settings:
     admin_token: str | None = None
     allowed_origins: tuple[str, ...] = ()
     max_sessions: int = 8
+    max_runs: int = 4
     session_idle_s: float = 30.0
     ice_servers: tuple[str, ...] = ()
     ice_addresses: tuple[str, ...] = ()
@@ -105,6 +106,13 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
         help="open WebRTC sessions at most [LIVETRACK_MAX_SESSIONS] (default 8)",
     )
     add(
+        "--max-runs",
+        type=_positive_int,
+        default=env_number("MAX_RUNS", "4", _positive_int),
+        help="single-image runs (POST /v1/plugins/{name}/run) in progress per plugin at most; "
+        "past it 429 with Retry-After [LIVETRACK_MAX_RUNS] (default 4)",
+    )
+    add(
         "--session-idle-s",
         type=_positive_float,
         default=env_number("SESSION_IDLE_S", "30", _positive_float),
@@ -167,6 +175,7 @@ def load_settings(argv: Sequence[str] | None = None, environ: Mapping[str, str] 
         admin_token=args.admin_token or None,
         allowed_origins=tuple(o for item in pick("allowed_origins") for o in _split(item)),
         max_sessions=args.max_sessions,
+        max_runs=args.max_runs,
         session_idle_s=args.session_idle_s,
         ice_servers=tuple(pick("ice_servers")),
         ice_addresses=tuple(pick("ice_addresses")),

@@ -14,6 +14,7 @@ from starlette.staticfiles import StaticFiles
 
 from app.api import health_ws, metrics, plugins, service, sessions, webrtc
 from app.api.errors import EXCEPTION_HANDLERS
+from app.api.plugins import RunLimiter
 from app.config import Settings
 from app.health.hub import HealthHub
 from app.runtime.runtime import PluginRuntime
@@ -47,7 +48,13 @@ def create_app(settings: Settings) -> Starlette:
             session_manager.start()
             health = HealthHub(runtime.registry, session_manager)
             try:
-                yield {"settings": settings, "runtime": runtime, "health": health, "sessions": session_manager}
+                yield {
+                    "settings": settings,
+                    "runtime": runtime,
+                    "health": health,
+                    "sessions": session_manager,
+                    "run_limiter": RunLimiter(settings.max_runs),
+                }
             finally:
                 await session_manager.close()  # sessions end before the plugin workers they use
         finally:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import secrets
+from collections.abc import Iterator
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -14,12 +16,42 @@ from starlette.routing import BaseRoute, Route
 
 from app.api.auth import require_admin
 from app.api.errors import ApiError
+from app.api.origins import origin_allowed
 from app.runtime.frames import Frame
 from app.runtime.runtime import PluginRuntime
 from app.runtime.supervisor import PluginSupervisor
 
 MAX_IMAGE_BYTES = 10 * 1024 * 1024
 MAX_IMAGE_PIXELS = 4096 * 4096
+
+
+# What a client waits before trying again when a plugin's single-image runs are all taken.
+RUN_RETRY_AFTER_S = 1
+
+
+class RunLimiter:
+    """Counts the single-image runs in progress per plugin; past the limit a run is refused (429)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._running: dict[str, int] = {}
+
+    @contextlib.contextmanager
+    def hold(self, name: str) -> Iterator[None]:
+        running = self._running.get(name, 0)
+        if running >= self.limit:
+            raise ApiError(
+                429,
+                "too_many_runs",
+                f"plugin {name} is already running {running} single-image calls (--max-runs {self.limit}); "
+                f"retry after {RUN_RETRY_AFTER_S} s",
+                headers={"Retry-After": str(RUN_RETRY_AFTER_S)},
+            )
+        self._running[name] = running + 1
+        try:
+            yield
+        finally:
+            self._running[name] -= 1
 
 
 def _runtime(request: Request) -> PluginRuntime:
@@ -94,7 +126,15 @@ def _usable_supervisor(runtime: PluginRuntime, name: str) -> PluginSupervisor:
 
 
 async def run_plugin(request: Request) -> JSONResponse:
+    if not origin_allowed(request, request.state.settings):
+        raise ApiError(403, "origin_not_allowed", "this Origin may not run plugins; see --allowed-origins")
     name = _known(request)
+    limiter: RunLimiter = request.state.run_limiter
+    with limiter.hold(name):
+        return await _run_image(request, name)
+
+
+async def _run_image(request: Request, name: str) -> JSONResponse:
     runtime = _runtime(request)
     _usable_supervisor(runtime, name)
     body = await _read_body(request, MAX_IMAGE_BYTES)
