@@ -20,6 +20,7 @@ from app.api.origins import origin_allowed
 from app.runtime.frames import Frame
 from app.runtime.runtime import PluginRuntime
 from app.runtime.supervisor import PluginSupervisor
+from app.stream.pixels import fit_image, scale_tracks_back
 
 MAX_IMAGE_BYTES = 10 * 1024 * 1024
 MAX_IMAGE_PIXELS = 4096 * 4096
@@ -141,13 +142,14 @@ async def _run_image(request: Request, name: str) -> JSONResponse:
     if not body:
         raise ApiError(400, "invalid_image", "the body is empty; send image/jpeg or image/png bytes")
     image = await asyncio.to_thread(decode_image, body)
+    # Like a stream's frames: over --max-resolution, the plugin sees it downscaled and the boxes come back scaled.
+    image, scale = await asyncio.to_thread(fit_image, image, request.state.settings.max_resolution)
     supervisor = _usable_supervisor(runtime, name)
     frame = Frame(f"run-{secrets.token_hex(4)}", 0, 0, image)
     result = await supervisor.run_image(frame)
     if result.ok:
-        return JSONResponse(
-            {"tracks": result.result["tracks"], "execution_time_ms": round(result.execution_time_ms, 3)}
-        )
+        tracks = scale_tracks_back(result.result["tracks"], scale)
+        return JSONResponse({"tracks": tracks, "execution_time_ms": round(result.execution_time_ms, 3)})
     if result.error_type == "PluginNotReady":
         raise ApiError(409, "plugin_not_ready", result.error or "")
     if result.error_type == "TimeoutError":

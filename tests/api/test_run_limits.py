@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
 from app.config import Settings
-from tests.conftest import FIXTURE_PLUGINS, LiveServer
+from tests.conftest import DEFAULT_PLUGINS, FIXTURE_PLUGINS, LiveServer
 from tests.helpers import png_with_square
 
 
@@ -51,3 +51,15 @@ def test_a_foreign_origin_gets_403_and_a_local_one_runs(server: LiveServer) -> N
         "/v1/plugins/unhurried/run", content=png_with_square(), headers={"Origin": "http://localhost:3000"}
     )
     assert local.status_code == 200
+
+
+def test_an_image_over_max_resolution_gets_boxes_in_its_own_pixels(
+    serve: Callable[..., LiveServer], tmp_path: Path
+) -> None:
+    (tmp_path / "colorblob").symlink_to(DEFAULT_PLUGINS / "colorblob")
+    small = serve(plugins_dirs=(tmp_path,), max_resolution=(80, 60))  # the image is 160x120
+    small.wait_state("colorblob", "INITIALIZED")
+    response = small.post("/v1/plugins/colorblob/run", content=png_with_square((40, 30, 90, 70), (0, 0, 255)))
+    assert response.status_code == 200, response.text
+    [track] = response.json()["tracks"]
+    assert all(abs(a - b) <= 3 for a, b in zip(track["box"], (40, 30, 90, 70), strict=True)), track
