@@ -470,8 +470,8 @@ async def capacity_report(args: argparse.Namespace, report: dict[str, Any], out:
 async def capacity(url: str, args: argparse.Namespace, packets: list[bytes]) -> dict[str, Any]:
     """Add pass-through streams until one falls below --min-fps over the last 10 s."""
     steps: dict[str, Any] = {}
-    best = 0
-    for streams in range(1, args.max_streams + 1):
+    best = args.from_streams - 1  # counts below --from-streams are taken to hold (a shortcut for long runs)
+    for streams in range(args.from_streams, args.max_streams + 1):
         results = await run_load(url, "passthrough", streams, args.capacity_duration, packets)
         worst = min(r["fps_received_last_10s"] for r in results)
         steps[str(streams)] = {"worst_fps": worst, "streams": results}
@@ -490,6 +490,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--capacity-duration", type=float, default=15.0, help="seconds per pass-through step")
     parser.add_argument("--max-streams", type=int, default=8)
     parser.add_argument("--min-fps", type=float, default=28.0)
+    parser.add_argument("--from-streams", type=int, default=1, help="first pass-through step (lower ones skipped)")
     parser.add_argument("--out", default=str(REPO / "bench-results"))
     parser.add_argument(
         "--capacity-only", action="store_true", help="only pass-through capacity: livetrack, then bare aiortc"
