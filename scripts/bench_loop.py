@@ -12,8 +12,10 @@ a WebSocket message, a REST answer, an RTP packet, waits behind the work before 
 - health fan-out: a plugin restart asked over REST -> its state change on /v1/ws/health;
 - REST latency p50/p99 of GET /v1/plugins, one request at a time.
 
-Two runs in one go: `inline`, the per-frame pixel work (rgb conversion, the copy into shared
-memory, drawing) run on the loop as before issue 12, the baseline; then `threads`, as shipped.
+Three runs in one go: `inline`, the per-frame pixel work (rgb conversion, the copy into shared
+memory, drawing) run on the loop as before issue 12, the baseline; `threads`, as shipped; and
+`bare`, an aiortc loopback with no livetrack code (bench_stream.py's), for the lag aiortc's own
+RTP/SRTP work leaves with the same clients (loop lag only: it has no health channel or REST).
 Printed, and written to bench-results/loop-<time>.json with the machine's load average.
 """
 
@@ -56,8 +58,9 @@ async def _inline(work: Callable[..., T], *args: Any) -> T:
     return work(*args)
 
 
-def serve(port: int, plugins: Path, inline: bool) -> None:
-    """livetrack with a loop-lag probe and GET /bench/lag; `inline` puts the pixel work back on the loop."""
+def serve(port: int, plugins: Path, mode: str) -> None:
+    """livetrack (or the bare loopback) with a loop-lag probe and GET /bench/lag; `inline` puts the pixel work
+    back on the loop."""
     import uvicorn
     from starlette.requests import Request
     from starlette.responses import JSONResponse
@@ -67,7 +70,7 @@ def serve(port: int, plugins: Path, inline: bool) -> None:
     from app.runtime import offload
     from app.server import create_app
 
-    if inline:
+    if mode == "inline":
         offload.off_loop = _inline
     lags: list[float] = []
 
@@ -86,7 +89,12 @@ def serve(port: int, plugins: Path, inline: bool) -> None:
     settings = Settings(
         port=port, plugins_dirs=(plugins,), gpu_policy="cpu", ice_addresses=("127.0.0.1",), log_level="WARNING"
     )
-    app = create_app(settings)
+    if mode == "bare":
+        from bench_stream import bare_app
+
+        app = bare_app()
+    else:
+        app = create_app(settings)
     app.router.routes.insert(0, Route("/bench/lag", lag, methods=["GET"]))
 
     async def main() -> None:
@@ -101,10 +109,9 @@ def serve(port: int, plugins: Path, inline: bool) -> None:
 
 
 @contextlib.contextmanager
-def server_process(plugins: Path, inline: bool, logs: Path) -> Iterator[str]:
+def server_process(plugins: Path, mode: str, logs: Path) -> Iterator[str]:
     port = free_port()
-    command = [sys.executable, __file__, "--serve", str(port), "--plugins", str(plugins)]
-    command += ["--inline"] if inline else []
+    command = [sys.executable, __file__, "--serve", str(port), "--plugins", str(plugins), "--mode", mode]
     url = f"http://127.0.0.1:{port}"
     with open(logs / "loop-server.log", "ab") as log:
         process = subprocess.Popen(command, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
@@ -160,7 +167,7 @@ async def rest_latency(url: str, until: float) -> list[float]:
     return taken
 
 
-async def measure(url: str, sessions: int, duration: float, packets: list[bytes]) -> dict[str, Any]:
+async def measure(url: str, sessions: int, duration: float, packets: list[bytes], bare: bool) -> dict[str, Any]:
     clients = [StreamClient(url, "colorblob", EncodedTrack(packets, FPS)) for _ in range(sessions)]
     try:
         for client in clients:
@@ -170,9 +177,13 @@ async def measure(url: str, sessions: int, duration: float, packets: list[bytes]
             await http.get("/bench/lag?reset=1")
             received_before = sum(len(c.received) for c in clients)
             started = time.monotonic()
-            rest, fanout = await asyncio.gather(
-                rest_latency(url, started + duration), health_fanout(url, max(3, int(duration / 2)), 1.0)
-            )
+            if bare:
+                rest, fanout = [float("nan")], [float("nan")]
+                await asyncio.sleep(duration)
+            else:
+                rest, fanout = await asyncio.gather(
+                    rest_latency(url, started + duration), health_fanout(url, max(3, int(duration / 2)), 1.0)
+                )
             elapsed = time.monotonic() - started
             lag = (await http.get("/bench/lag?reset=1")).json()
         received = sum(len(c.received) for c in clients) - received_before
@@ -206,7 +217,7 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
     logs = out / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     report: dict[str, Any] = {"machine": {"cpus": os.cpu_count(), "load_at_start": os.getloadavg()}}
-    report["settings"] = {k: v for k, v in vars(args).items() if k not in ("serve", "plugins", "inline")}
+    report["settings"] = {k: v for k, v in vars(args).items() if k not in ("serve", "plugins", "mode")}
     print(f"pre-encoding {WIDTH}x{HEIGHT} VP8 for the clients...")
     packets = await asyncio.to_thread(encode_vp8, pattern(WIDTH, HEIGHT), FPS, int(3 * FPS))
     with tempfile.TemporaryDirectory(prefix="livetrack-bench-loop-") as folder:
@@ -222,14 +233,20 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
         (plugins / "probe" / "manifest.json").write_text(json.dumps(manifest))
         (plugins / "probe" / "plugin.py").write_text(PROBE_PLUGIN)
         print(f"{args.sessions} sessions of {WIDTH}x{HEIGHT}@{FPS:g} on colorblob, {args.duration:g} s each run")
-        for name, inline in (("inline", True), ("threads", False)):
-            with server_process(plugins, inline, logs) as url:
-                report[name] = await measure(url, args.sessions, args.duration, packets)
-            show(name, report[name])
+        for mode in ("inline", "threads", "bare"):
+            with server_process(plugins, mode, logs) as url:
+                report[mode] = await measure(url, args.sessions, args.duration, packets, mode == "bare")
+            show(mode, report[mode])
     before, after = report["inline"]["loop_lag_ms"]["p99"], report["threads"]["loop_lag_ms"]["p99"]
-    report["headline"] = {"loop_lag_p99_inline_over_threads": round(before / after, 2) if after else None}
+    report["headline"] = {
+        "loop_lag_p99_ms": {mode: report[mode]["loop_lag_ms"]["p99"] for mode in ("inline", "threads", "bare")},
+        "loop_lag_p99_inline_over_threads": round(before / after, 2) if after else None,
+    }
     report["machine"]["load_at_end"] = os.getloadavg()
-    print(f"loop lag p99, inline over threads: {report['headline']['loop_lag_p99_inline_over_threads']}x")
+    print(
+        f"loop lag p99 (ms): {report['headline']['loop_lag_p99_ms']}; inline over threads: "
+        f"{report['headline']['loop_lag_p99_inline_over_threads']}x"
+    )
     path = out / f"loop-{time.strftime('%Y%m%d-%H%M%S')}.json"
     path.write_text(json.dumps(report, indent=2))
     print(f"written to {path}")
@@ -243,10 +260,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=str(REPO / "bench-results"))
     parser.add_argument("--serve", type=int, metavar="PORT", help=argparse.SUPPRESS)
     parser.add_argument("--plugins", help=argparse.SUPPRESS)
-    parser.add_argument("--inline", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--mode", choices=("inline", "threads", "bare"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.serve is not None:
-        serve(args.serve, Path(args.plugins), args.inline)
+        serve(args.serve, Path(args.plugins), args.mode)
         return 0
     asyncio.run(bench(args))
     return 0
