@@ -39,3 +39,14 @@ async def test_a_stream_over_the_limit_gets_boxes_in_its_own_pixels(
         [track] = message["tracks"]
         truth = client.square_box(message["frame"])
         assert all(abs(a - b) <= 6 for a, b in zip(track["box"], truth, strict=True)), (message, truth)
+
+
+def test_a_decoded_frame_renders_to_the_colours_swscale_gives() -> None:
+    rgb = np.zeros((480, 640, 3), np.uint8)
+    rgb[100:200, 100:300] = (255, 0, 0)
+    rgb[300:400, 320:480] = (30, 200, 90)
+    decoded = VideoFrame.from_ndarray(rgb, format="rgb24").reformat(format="yuv420p")
+    image, _ = plugin_image(decoded, (1920, 1080))
+    reference = decoded.to_ndarray(format="rgb24")
+    assert image.shape == (480, 640, 3)
+    assert int(np.abs(image.render().astype(int) - reference.astype(int)).max()) <= 3
