@@ -25,6 +25,8 @@ class Settings:
     admin_token: str | None = None
     allowed_origins: tuple[str, ...] = ()
     max_sessions: int = 8
+    max_runs: int = 4
+    max_resolution: tuple[int, int] = (1920, 1080)
     session_idle_s: float = 30.0
     ice_servers: tuple[str, ...] = ()
     ice_addresses: tuple[str, ...] = ()
@@ -41,6 +43,17 @@ def _positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
     return value
+
+
+def _resolution(text: str) -> tuple[int, int]:
+    width, _, height = text.lower().partition("x")
+    try:
+        size = int(width), int(height)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be WIDTHxHEIGHT, e.g. 1920x1080, got {text!r}") from None
+    if min(size) < 16:
+        raise argparse.ArgumentTypeError(f"must be at least 16x16, got {text!r}")
+    return size
 
 
 def _positive_float(text: str) -> float:
@@ -104,6 +117,21 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
         type=_positive_int,
         default=env_number("MAX_SESSIONS", "8", _positive_int),
         help="open WebRTC sessions at most [LIVETRACK_MAX_SESSIONS] (default 8)",
+    )
+    add(
+        "--max-runs",
+        type=_positive_int,
+        default=env_number("MAX_RUNS", "4", _positive_int),
+        help="single-image runs (POST /v1/plugins/{name}/run) in progress per plugin at most; "
+        "past it 429 with Retry-After [LIVETRACK_MAX_RUNS] (default 4)",
+    )
+    add(
+        "--max-resolution",
+        type=_resolution,
+        default=env_number("MAX_RESOLUTION", "1920x1080", _resolution),
+        help="largest frame a plugin gets (WIDTHxHEIGHT, either orientation); larger input is downscaled "
+        "for the plugin and its boxes scaled back; shared memory is sized from it "
+        "[LIVETRACK_MAX_RESOLUTION] (default 1920x1080)",
     )
     add(
         "--session-idle-s",
@@ -176,6 +204,8 @@ def load_settings(argv: Sequence[str] | None = None, environ: Mapping[str, str] 
         admin_token=args.admin_token or None,
         allowed_origins=tuple(o for item in pick("allowed_origins") for o in _split(item)),
         max_sessions=args.max_sessions,
+        max_runs=args.max_runs,
+        max_resolution=args.max_resolution,
         session_idle_s=args.session_idle_s,
         ice_servers=tuple(pick("ice_servers")),
         ice_addresses=tuple(pick("ice_addresses")),

@@ -14,8 +14,10 @@ from starlette.staticfiles import StaticFiles
 
 from app.api import health_ws, metrics, plugins, service, sessions, webrtc
 from app.api.errors import EXCEPTION_HANDLERS
+from app.api.plugins import RunLimiter
 from app.config import Settings
 from app.health.hub import HealthHub
+from app.runtime import shm
 from app.runtime.runtime import PluginRuntime
 from app.stream.sessions import SessionManager
 
@@ -41,13 +43,24 @@ def create_app(settings: Settings) -> Starlette:
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
         runtime = PluginRuntime(settings.plugins_dirs, settings.gpu_policy, settings.log_level, settings.ray_address)
         runtime.start()
+        # One frame in flight per session, plus one single-image run per plugin.
+        shm_problem = shm.shm_shortfall(settings.max_sessions + len(runtime.registry.names()), settings.max_resolution)
+        if shm_problem is not None:
+            logger.error("not ready: %s", shm_problem)
         logger.info("serving; %d plugins loading in the background", len(runtime.registry.names()))
         try:
             session_manager = SessionManager(settings, runtime)
             session_manager.start()
             health = HealthHub(runtime.registry, session_manager)
             try:
-                yield {"settings": settings, "runtime": runtime, "health": health, "sessions": session_manager}
+                yield {
+                    "settings": settings,
+                    "runtime": runtime,
+                    "health": health,
+                    "sessions": session_manager,
+                    "run_limiter": RunLimiter(settings.max_runs),
+                    "shm_problem": shm_problem,
+                }
             finally:
                 await session_manager.close()  # sessions end before the plugin workers they use
         finally:

@@ -11,7 +11,9 @@
    fps sent and received, frames lost, latency p50/p95 (client send -> annotated frame back, matched
    by the frame number drawn into each frame), overall and over the last 10 s.
 3. Pass-through capacity: 1, 2, 3... streams through a plugin that returns nothing, until one stream
-   falls under --min-fps; the largest count that held is the figure.
+   falls under --min-fps; the largest count that held is the figure. The same count for a bare aiortc
+   loopback server (no livetrack code: each received track sent straight back, same clients) is the
+   ceiling livetrack is measured against, in the same run (`--capacity-only` runs just this part).
 
 Everything runs on 127.0.0.1. The clients send pre-encoded VP8 (encoded once, up front), so the
 load generator spends its CPU on receiving only; it still shares the machine with the server.
@@ -214,16 +216,65 @@ def naive_app(plugins: Path) -> Starlette:
     return Starlette(routes=routes, lifespan=lifespan)
 
 
+# -- 3. the bare aiortc loopback: the ceiling for pass-through ---------------------------------
+class EchoTrack(MediaStreamTrack):
+    """Each received frame sent straight back: decode and encode, nothing else."""
+
+    kind = "video"
+
+    def __init__(self, source: MediaStreamTrack) -> None:
+        super().__init__()
+        self._source = source
+
+    async def recv(self) -> VideoFrame:
+        frame = await self._source.recv()
+        if not isinstance(frame, VideoFrame):
+            raise MediaStreamError
+        return frame
+
+
+def bare_app() -> Starlette:
+    peers: set[RTCPeerConnection] = set()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        yield
+        await asyncio.gather(*(pc.close() for pc in peers))
+
+    async def offer(request: Request) -> JSONResponse:
+        body = await request.json()
+        pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        peers.add(pc)
+
+        def on_track(track: MediaStreamTrack) -> None:
+            if track.kind == "video":
+                pc.addTrack(EchoTrack(track))
+
+        pc.on("track", on_track)
+        await pc.setRemoteDescription(RTCSessionDescription(sdp=body["sdp"], type="offer"))
+        answer = await pc.createAnswer()
+        with offered_addresses(("127.0.0.1",)):
+            await pc.setLocalDescription(answer)
+        return JSONResponse({"sdp": pc.localDescription.sdp, "type": "answer", "session_id": secrets.token_hex(8)})
+
+    async def ready(request: Request) -> JSONResponse:
+        return JSONResponse({"ready": True})
+
+    routes = [Route("/v1/webrtc/offer", offer, methods=["POST"]), Route("/readyz", ready, methods=["GET"])]
+    return Starlette(routes=routes, lifespan=lifespan)
+
+
 def serve_naive(plugins: Path, port: int) -> None:
     import uvicorn
 
-    uvicorn.run(naive_app(plugins), host="127.0.0.1", port=port, log_level="warning")
+    app = bare_app() if str(plugins) == "-" else naive_app(plugins)
+    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning")
 
 
 # -- servers as child processes ---------------------------------------------------------------
 @contextlib.contextmanager
 def server_process(kind: str, plugins: Path, logs: Path) -> Iterator[str]:
-    """Start livetrack (`python -m app`) or the naive server on 127.0.0.1; yield its URL once its plugins are up."""
+    """Start livetrack (`python -m app`), the naive or the bare server on 127.0.0.1; yield its URL once it is up."""
     port = free_port()
     if kind == "livetrack":
         command = [sys.executable, "-m", "app", "--port", str(port), "--plugins-dir", str(plugins)]
@@ -238,7 +289,8 @@ def server_process(kind: str, plugins: Path, logs: Path) -> Iterator[str]:
             "WARNING",
         ]
     else:
-        command = [sys.executable, __file__, "--serve-naive", str(port), "--plugins", str(plugins)]
+        folder = "-" if kind == "bare" else str(plugins)  # the bare loopback has no plugins
+        command = [sys.executable, __file__, "--serve-naive", str(port), "--plugins", folder]
     url = f"http://127.0.0.1:{port}"
     with open(logs / f"{kind}-server.log", "ab") as log:
         process = subprocess.Popen(command, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
@@ -348,6 +400,8 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
     report: dict[str, Any] = {"machine": {"cpus": os.cpu_count(), "load_at_start": os.getloadavg()}}
     report["settings"] = vars(args).copy()
 
+    if args.capacity_only:
+        return await capacity_report(args, report, out)
     costs = frame_costs()
     report["frame_costs"] = costs
     print("frame costs (640x480, this machine):")
@@ -389,11 +443,35 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
     return report
 
 
+async def capacity_report(args: argparse.Namespace, report: dict[str, Any], out: Path) -> dict[str, Any]:
+    """Pass-through capacity of livetrack and of the bare aiortc loopback, one after the other."""
+    print(f"pre-encoding {int((args.capacity_duration + 15) * FPS)} frames of VP8 for the clients...")
+    packets = await asyncio.to_thread(encode_vp8, pattern(WIDTH, HEIGHT), FPS, int((args.capacity_duration + 15) * FPS))
+    with tempfile.TemporaryDirectory(prefix="livetrack-bench-") as folder:
+        plugins = write_plugins(Path(folder), args.delay_ms)
+        for kind in ("livetrack", "bare"):
+            with server_process(kind, plugins, out / "logs") as url:
+                print(f"\n{kind}:")
+                report[f"capacity_{kind}"] = await capacity(url, args, packets)
+                report[f"capacity_{kind}"]["load_average"] = os.getloadavg()
+    held = {kind: report[f"capacity_{kind}"]["max_streams"] for kind in ("livetrack", "bare")}
+    report["headline"] = {"streams_at_min_fps": held}
+    report["machine"]["load_at_end"] = os.getloadavg()
+    print(
+        f"\nheadline: 640x480@30 streams held at >= {args.min_fps:g} fps each: livetrack {held['livetrack']}, "
+        f"bare aiortc loopback {held['bare']} (load average at end {report['machine']['load_at_end']})"
+    )
+    path = out / f"capacity-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    path.write_text(json.dumps(report, indent=2))
+    print(f"written to {path}")
+    return report
+
+
 async def capacity(url: str, args: argparse.Namespace, packets: list[bytes]) -> dict[str, Any]:
     """Add pass-through streams until one falls below --min-fps over the last 10 s."""
     steps: dict[str, Any] = {}
-    best = 0
-    for streams in range(1, args.max_streams + 1):
+    best = args.from_streams - 1  # counts below --from-streams are taken to hold (a shortcut for long runs)
+    for streams in range(args.from_streams, args.max_streams + 1):
         results = await run_load(url, "passthrough", streams, args.capacity_duration, packets)
         worst = min(r["fps_received_last_10s"] for r in results)
         steps[str(streams)] = {"worst_fps": worst, "streams": results}
@@ -412,7 +490,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--capacity-duration", type=float, default=15.0, help="seconds per pass-through step")
     parser.add_argument("--max-streams", type=int, default=8)
     parser.add_argument("--min-fps", type=float, default=28.0)
+    parser.add_argument("--from-streams", type=int, default=1, help="first pass-through step (lower ones skipped)")
     parser.add_argument("--out", default=str(REPO / "bench-results"))
+    parser.add_argument(
+        "--capacity-only", action="store_true", help="only pass-through capacity: livetrack, then bare aiortc"
+    )
     parser.add_argument("--quick", action="store_true", help="a short run (make bench): 20 s, 3 streams at most")
     parser.add_argument("--serve-naive", type=int, metavar="PORT", help=argparse.SUPPRESS)
     parser.add_argument("--plugins", help=argparse.SUPPRESS)

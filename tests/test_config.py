@@ -87,7 +87,8 @@ def test_help_lists_every_flag() -> None:
     ).stdout
     for flag in (
         "--host", "--port", "--plugins-dir", "--gpu-policy", "--admin-token", "--allowed-origins",
-        "--max-sessions", "--session-idle-s", "--ice-server", "--ice-address", "--log-level",
+        "--max-sessions", "--max-runs", "--max-resolution",
+        "--session-idle-s", "--ice-server", "--ice-address", "--log-level",
     ):  # fmt: skip
         assert flag in output
     assert "LIVETRACK_" in output

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import secrets
+from collections.abc import Iterator
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -14,12 +16,43 @@ from starlette.routing import BaseRoute, Route
 
 from app.api.auth import require_admin
 from app.api.errors import ApiError
+from app.api.origins import origin_allowed
 from app.runtime.frames import Frame
 from app.runtime.runtime import PluginRuntime
 from app.runtime.supervisor import PluginSupervisor
+from app.stream.pixels import fit_image, scale_tracks_back
 
 MAX_IMAGE_BYTES = 10 * 1024 * 1024
 MAX_IMAGE_PIXELS = 4096 * 4096
+
+
+# What a client waits before trying again when a plugin's single-image runs are all taken.
+RUN_RETRY_AFTER_S = 1
+
+
+class RunLimiter:
+    """Counts the single-image runs in progress per plugin; past the limit a run is refused (429)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._running: dict[str, int] = {}
+
+    @contextlib.contextmanager
+    def hold(self, name: str) -> Iterator[None]:
+        running = self._running.get(name, 0)
+        if running >= self.limit:
+            raise ApiError(
+                429,
+                "too_many_runs",
+                f"plugin {name} is already running {running} single-image calls (--max-runs {self.limit}); "
+                f"retry after {RUN_RETRY_AFTER_S} s",
+                headers={"Retry-After": str(RUN_RETRY_AFTER_S)},
+            )
+        self._running[name] = running + 1
+        try:
+            yield
+        finally:
+            self._running[name] -= 1
 
 
 def _runtime(request: Request) -> PluginRuntime:
@@ -94,20 +127,29 @@ def _usable_supervisor(runtime: PluginRuntime, name: str) -> PluginSupervisor:
 
 
 async def run_plugin(request: Request) -> JSONResponse:
+    if not origin_allowed(request, request.state.settings):
+        raise ApiError(403, "origin_not_allowed", "this Origin may not run plugins; see --allowed-origins")
     name = _known(request)
+    limiter: RunLimiter = request.state.run_limiter
+    with limiter.hold(name):
+        return await _run_image(request, name)
+
+
+async def _run_image(request: Request, name: str) -> JSONResponse:
     runtime = _runtime(request)
     _usable_supervisor(runtime, name)
     body = await _read_body(request, MAX_IMAGE_BYTES)
     if not body:
         raise ApiError(400, "invalid_image", "the body is empty; send image/jpeg or image/png bytes")
     image = await asyncio.to_thread(decode_image, body)
+    # Like a stream's frames: over --max-resolution, the plugin sees it downscaled and the boxes come back scaled.
+    image, scale = await asyncio.to_thread(fit_image, image, request.state.settings.max_resolution)
     supervisor = _usable_supervisor(runtime, name)
     frame = Frame(f"run-{secrets.token_hex(4)}", 0, 0, image)
     result = await supervisor.run_image(frame)
     if result.ok:
-        return JSONResponse(
-            {"tracks": result.result["tracks"], "execution_time_ms": round(result.execution_time_ms, 3)}
-        )
+        tracks = scale_tracks_back(result.result["tracks"], scale)
+        return JSONResponse({"tracks": tracks, "execution_time_ms": round(result.execution_time_ms, 3)})
     if result.error_type == "PluginNotReady":
         raise ApiError(409, "plugin_not_ready", result.error or "")
     if result.error_type == "TimeoutError":

@@ -19,12 +19,15 @@ async def readyz(request: Request) -> JSONResponse:
 
     A later restart, reload or crash loop of one plugin must not take a server whose
     other plugins work out of its load balancer; its state is on /v1/plugins.
+    A shared-memory filesystem too small for the configured sessions keeps it at 503
+    for good, with the reason and its fix: the server would fault writing a frame.
     """
     runtime: PluginRuntime = request.state.runtime
     pending = runtime.registry.pending_first_load()
-    if pending:
-        return JSONResponse({"ready": False, "pending": pending}, status_code=503)
-    return JSONResponse({"ready": True, "pending": []})
+    reason: str | None = request.state.shm_problem
+    if pending or reason:
+        return JSONResponse({"ready": False, "pending": pending, "reason": reason}, status_code=503)
+    return JSONResponse({"ready": True, "pending": [], "reason": None})
 
 
 def routes() -> list[BaseRoute]:

@@ -9,9 +9,18 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
+
+
+class ImageSource(Protocol):
+    """An image the server renders only when it copies it into shared memory, in a thread."""
+
+    @property
+    def shape(self) -> tuple[int, int, int]: ...
+
+    def render(self) -> np.ndarray: ...
 
 
 @dataclass(frozen=True)
@@ -26,7 +35,7 @@ class Frame:
     session_id: str
     index: int
     pts: int
-    image: np.ndarray
+    image: np.ndarray | ImageSource  # always an ndarray in the plugin
     options: dict[str, Any] = field(default_factory=dict)
 
 

@@ -23,11 +23,12 @@ from dataclasses import dataclass
 from multiprocessing.process import BaseProcess
 from typing import Any
 
+from app.runtime import offload
 from app.runtime.errors import PluginFault, restart_hint
 from app.runtime.frames import Frame, InvalidResult, validate_results
 from app.runtime.manifest import Manifest
 from app.runtime.proctree import Proc, find_tree, kill_tree
-from app.runtime.shm import SlotPool
+from app.runtime.shm import SlotPool, SlotPoolClosed
 from app.runtime.wire import Answer, MessageReader, WireError, encode, framed, parse_answer
 from app.runtime.worker import WorkerSpec, worker_main
 
@@ -324,7 +325,7 @@ class PluginWorker:
         self._exit_fault = self._exit_fault or _STOPPED
         if self._answer is not None and not self._answer.done():
             self._answer.set_exception(_WorkerGone(self._kill_fault or self._exit_fault))
-        self._slots.close()
+        await asyncio.to_thread(self._slots.close)  # waits for a copy in progress, off the loop
         self._process = None
 
     async def _end_process(self, process: BaseProcess) -> bool:
@@ -403,7 +404,11 @@ class PluginWorker:
         return answer
 
     async def process(self, frames: Sequence[Frame]) -> Answer:
-        slots = self._slots.fill([frame.image for frame in frames])
+        # Rendering (rgb conversion) and the copy into shared memory are pixel work: one thread hop per batch.
+        try:
+            slots = await offload.off_loop(self._slots.fill, [frame.image for frame in frames])
+        except SlotPoolClosed:
+            raise _WorkerGone(self._exit_fault or _STOPPED) from None
         first = frames[0]
         self._current = f"processing frame {first.index} of session {first.session_id}"
         message = {

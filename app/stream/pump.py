@@ -26,6 +26,7 @@ from typing import Any, Generic, TypeVar
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from av import VideoFrame
 
+from app.runtime import offload
 from app.stream.annotate import OverlayOptions, annotate
 from app.stream.motion import TrackMotion
 from app.stream.stats import SessionStats
@@ -103,7 +104,8 @@ class AnnotatedTrack(MediaStreamTrack):
             raise MediaStreamError
         overlay = self._pump.overlay()
         placed = self._pump.motion.place(entry.received_at, overlay.motion)
-        frame = annotate(entry.frame, placed.tracks, overlay)
+        # Drawing is pixel work: in a thread, never on the loop. Nothing to draw, nothing to wait for.
+        frame = await offload.off_loop(annotate, entry.frame, placed.tracks, overlay) if placed.tracks else entry.frame
         self._pump.stats.frame_out(entry.received_at, time.monotonic(), placed.age_s)
         return frame
 

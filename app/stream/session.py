@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from collections.abc import Callable, Coroutine
@@ -20,16 +19,13 @@ from app.stream.annotate import OverlayOptions, above
 from app.stream.feeds import TrackFeed
 from app.stream.ice import connect_failure_reason, offered_addresses, sdp_candidates
 from app.stream.options import SessionOptions, host_options_only, merge_options, requested_plugin
+from app.stream.pixels import Resolution, plugin_image, scale_tracks_back
+from app.stream.protocol import MessageError, TracksChannel, read_options, tracks_message
 from app.stream.pump import FramePump, InputFrame
 from app.stream.stats import SessionStats
 
 logger = logging.getLogger(__name__)
 
-TRACKS_CHANNEL = "tracks"
-MAX_MESSAGE_BYTES = 16 * 1024
-# Past this many bytes waiting in the data channel (a client that stopped reading),
-# tracks messages are skipped instead of piling up in aiortc's unbounded SCTP queue.
-MAX_CHANNEL_BUFFER = 1 << 20
 CLOSE_TIMEOUT_S = 5.0
 # A browser that cannot reach any offered address never connects and says nothing:
 # past this bound the session ends with a reason that says what to change.
@@ -41,14 +37,6 @@ class OfferError(ValueError):
     """An offer that cannot become a session (400); the message says what to change."""
 
 
-class _MessageError(ValueError):
-    """A data channel message that cannot be used; answered with an `error` message."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-
-
 class Session:
     def __init__(
         self,
@@ -58,6 +46,7 @@ class Session:
         runtime: PluginRuntime,
         ice_servers: list[RTCIceServer],
         on_closed: Callable[[Session], None],
+        max_resolution: Resolution = (1920, 1080),
     ) -> None:
         self.session_id = session_id
         self.plugin = plugin
@@ -70,13 +59,13 @@ class Session:
         self.pc = RTCPeerConnection(RTCConfiguration(iceServers=ice_servers))
         self._runtime = runtime
         self._on_closed = on_closed
+        self._max_resolution = max_resolution
         self._pump: FramePump | None = None
-        self._channel: RTCDataChannel | None = None
+        self._channel = TracksChannel()
         self._feeds: set[TrackFeed] = set()
         self._endings: set[asyncio.Task[None]] = set()
         self._close_task: asyncio.Task[None] | None = None
         self._generation = 0  # bumped on a plugin switch: results of the old plugin are discarded
-        self._last_status: tuple[str, str | None] | None = None
         self._connected = False
         self._offered: list[str] = []
         self._ice_deadline: asyncio.TimerHandle | None = None
@@ -152,80 +141,37 @@ class Session:
         supervisor = self._runtime.supervisor(plugin)
         if supervisor is None or not supervisor.usable:
             return None
-        # rgb24 conversion: about 0.3 ms for 640x480 (measured by scripts/bench_stream.py).
-        image = entry.frame.to_ndarray(format="rgb24")
+        image, scale = plugin_image(entry.frame, self._max_resolution)  # rendered in the sandbox's copy thread
         pts = entry.frame.pts or 0
         result = await supervisor.process(Frame(self.session_id, entry.index, pts, image, self.options.plugin_options))
         if generation != self._generation or self.closed or not result.ok:
             return None  # a failure reaches the client as a status message from the registry
-        tracks = above(result.result["tracks"], self.options.overlay.min_score)
-        latency_ms = (time.monotonic() - entry.received_at) * 1000
-        self._publish(
-            {
-                "type": "tracks",
-                "frame": entry.index,
-                "pts": pts,
-                "plugin": plugin,
-                "tracks": tracks,
-                "latency_ms": round(latency_ms, 3),
-            }
-        )
+        tracks = scale_tracks_back(above(result.result["tracks"], self.options.overlay.min_score), scale)
+        if self._feeds or self._channel.open:
+            latency_ms = round((time.monotonic() - entry.received_at) * 1000, 3)
+            text = tracks_message(entry.index, pts, plugin, tracks, latency_ms)
+            self._channel.send(text)
+            for feed in self._feeds:
+                feed.put(text)
         return tracks
-
-    def _publish(self, message: dict[str, Any]) -> None:
-        if not self._feeds and not self._channel_open():
-            return
-        text = json.dumps(message)
-        self._send(text)
-        for feed in self._feeds:
-            feed.put(text)
 
     # -- data channel -----------------------------------------------------------------
     def _on_datachannel(self, channel: RTCDataChannel) -> None:
-        if channel.label != TRACKS_CHANNEL or self._channel is not None:
-            return
-        self._channel = channel
-        channel.on("message", self._on_message)
-        self.send_status()
-
-    def _channel_open(self) -> bool:
-        return self._channel is not None and self._channel.readyState == "open"
-
-    def _send(self, text: str) -> None:
-        channel = self._channel
-        if channel is not None and channel.readyState == "open" and channel.bufferedAmount < MAX_CHANNEL_BUFFER:
-            channel.send(text)
+        if self._channel.attach(channel, self._on_message):
+            self.send_status()
 
     def _on_message(self, message: str | bytes) -> None:
         try:
-            self._apply_message(message)
-        except _MessageError as exc:
-            self._send(json.dumps({"type": "error", "code": exc.code, "message": str(exc)}))
+            self._apply_options(read_options(message))
+        except MessageError as exc:
+            self._channel.send_error(exc.code, str(exc))
         except OptionsError as exc:
-            self._send(json.dumps({"type": "error", "code": "invalid_options", "message": str(exc)}))
+            self._channel.send_error("invalid_options", str(exc))
 
-    def _apply_message(self, message: str | bytes) -> None:
-        if isinstance(message, bytes):
-            raise _MessageError(
-                "invalid_message", 'binary messages are not accepted; send JSON text: {"type": "options", ...}'
-            )
-        if len(message) > MAX_MESSAGE_BYTES:
-            raise _MessageError(
-                "message_too_large",
-                f"the message is {len(message)} characters; at most {MAX_MESSAGE_BYTES} are accepted",
-            )
-        try:
-            raw = json.loads(message)
-        except (ValueError, RecursionError):
-            raise _MessageError("invalid_message", f"the message is not JSON: {message[:80]!r}") from None
-        if not isinstance(raw, dict) or raw.get("type") != "options":
-            kind = raw.get("type") if isinstance(raw, dict) else type(raw).__name__
-            raise _MessageError(
-                "invalid_message", f'unknown message type {json.dumps(kind)[:80]}; the only one accepted is "options"'
-            )
+    def _apply_options(self, raw: dict[str, Any]) -> None:
         plugin = requested_plugin(raw)
         if plugin is not None and plugin not in self._runtime.registry:
-            raise _MessageError("plugin_not_found", f"no plugin named {plugin[:100]!r}; GET /v1/plugins lists them")
+            raise MessageError("plugin_not_found", f"no plugin named {plugin[:100]!r}; GET /v1/plugins lists them")
         # Checked against the schema of the plugin these options will reach (the new one on a switch).
         switch_to = plugin if plugin is not None and plugin != self.plugin else None
         current = host_options_only(self.options) if switch_to else self.options
@@ -255,13 +201,9 @@ class Session:
         """Tell the client the plugin's state (the current one when `health` is None), once per change."""
         if health is None:
             record = self._runtime.registry.get(self.plugin)
-            status = (record.state.value, record.reason)
+            self._channel.send_status(record.state.value, record.reason)
         else:
-            status = (health["state"], health["reason"])
-        if status == self._last_status or not self._channel_open():
-            return
-        self._last_status = status
-        self._send(json.dumps({"type": "status", "state": status[0], "reason": status[1]}))
+            self._channel.send_status(health["state"], health["reason"])
 
     def _plugin_started(self, plugin: str) -> None:
         supervisor = self._runtime.supervisor(plugin)
@@ -352,7 +294,7 @@ class Session:
             await asyncio.gather(*self._endings, return_exceptions=True)
         finally:
             self._pump = None
-            self._channel = None
+            self._channel.detach()
             self.closed = True
             self.pc.remove_all_listeners()
             self._on_closed(self)

@@ -35,6 +35,7 @@ class SessionManager:
         self._runtime = runtime
         self._max_sessions = settings.max_sessions
         self._idle_s = settings.session_idle_s
+        self._max_resolution = settings.max_resolution
         self._ice_servers = parse_ice_servers(settings.ice_servers)
         self._addresses = check_addresses(settings.ice_addresses)
         self._sessions: dict[str, Session] = {}
@@ -61,7 +62,9 @@ class SessionManager:
         if len(self._sessions) >= self._max_sessions:
             raise AtCapacity(f"{len(self._sessions)} sessions are open, the most this server takes (--max-sessions)")
         session_id = secrets.token_hex(8)
-        session = Session(session_id, plugin, options, self._runtime, self._ice_servers, self._forget)
+        session = Session(
+            session_id, plugin, options, self._runtime, self._ice_servers, self._forget, self._max_resolution
+        )
         # Counted from here, before the first await, so concurrent offers cannot pass the limit.
         self._sessions[session_id] = session
         try:

@@ -60,7 +60,7 @@ def test_readyz_is_503_naming_loading_plugins_then_200_once_all_left_loaded(
     server.wait_state("init_raises", "FAILED")
     response = server.get("/readyz")
     # A FAILED plugin has left LOADED too: readiness is about loading being over.
-    assert (response.status_code, response.json()) == (200, {"ready": True, "pending": []})
+    assert (response.status_code, response.json()) == (200, {"ready": True, "pending": [], "reason": None})
 
 
 def test_readyz_stays_200_while_a_plugin_crash_loops_after_its_first_load(
@@ -79,7 +79,7 @@ def test_readyz_stays_200_while_a_plugin_crash_loops_after_its_first_load(
         seen.append((state, server.get("/readyz").status_code))
     assert ("LOADED", 200) in seen, seen
     assert {status for _, status in seen} == {200}
-    assert server.get("/readyz").json() == {"ready": True, "pending": []}
+    assert server.get("/readyz").json() == {"ready": True, "pending": [], "reason": None}
 
 
 async def test_metrics_parse_and_carry_plugin_series_after_real_work(

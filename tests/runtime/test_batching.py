@@ -32,7 +32,8 @@ async def timed_run(http: httpx.AsyncClient, url: str) -> tuple[float, httpx.Res
 async def test_a_hung_batch_of_32_frames_is_killed_within_timeout_ms_plus_the_allowance(
     serve: Callable[..., LiveServer], tmp_path: Path
 ) -> None:
-    server = serve(plugins_dirs=(plugins_dir(tmp_path, "stalls_after_first"),))
+    # Every call of the burst must be admitted for the batch to form (--max-runs defaults to 4).
+    server = serve(plugins_dirs=(plugins_dir(tmp_path, "stalls_after_first"),), max_runs=MAX_BATCH + 1)
     await asyncio.to_thread(server.wait_state, "stalls_after_first", "INITIALIZED")
     limits = httpx.Limits(max_connections=MAX_BATCH + 1)
     async with httpx.AsyncClient(timeout=60, limits=limits) as http:

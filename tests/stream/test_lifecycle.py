@@ -98,8 +98,9 @@ def peer_connections() -> int:
 
 
 def threads() -> list[str]:
-    # The default executor's workers (aiortc encodes there) are pooled, at most min(32, cpus + 4).
-    return sorted(t.name for t in threading.enumerate() if not t.name.startswith("asyncio_"))
+    # The default executor's workers (aiortc encodes there, the pixel work runs there) are pooled,
+    # at most min(32, cpus + 4); under uvicorn's uvloop they are named uvloop_N.
+    return sorted(t.name for t in threading.enumerate() if not t.name.startswith(("asyncio_", "uvloop_")))
 
 
 async def test_connect_disconnect_cycles_leave_nothing_behind(serve: Serve, tmp_path: Path) -> None:
