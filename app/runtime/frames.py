@@ -23,6 +23,11 @@ class ImageSource(Protocol):
     def render(self) -> np.ndarray: ...
 
 
+def pixels(image: np.ndarray | ImageSource) -> np.ndarray:
+    """The image as an H x W x 3 array, rendering it when it is an ImageSource (blocking: call it in a thread)."""
+    return image if isinstance(image, np.ndarray) else image.render()
+
+
 @dataclass(frozen=True)
 class Frame:
     """One video frame.

@@ -28,8 +28,9 @@ from typing import Any
 import ray
 from ray import serve
 
+from app.runtime import offload
 from app.runtime.errors import Outcome, PluginFault, restart_hint
-from app.runtime.frames import Frame, InvalidResult, validate_results
+from app.runtime.frames import Frame, InvalidResult, pixels, validate_results
 from app.runtime.manifest import Manifest, ManifestError
 from app.runtime.ray_cluster import (
     AppStatus,
@@ -444,7 +445,7 @@ class RayPluginWorker:
             "session_id": frame.session_id,
             "index": frame.index,
             "pts": frame.pts,
-            "image": frame.image,
+            "image": await offload.off_loop(pixels, frame.image),  # a decoded frame is converted here, in a thread
             "options": frame.options,
         }
         return await self._handle.process_frame.remote(item)

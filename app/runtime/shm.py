@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from app.runtime.frames import ImageSource
+from app.runtime.frames import ImageSource, pixels
 
 
 class Slot:
@@ -98,7 +98,7 @@ class SlotPool:
                 raise SlotPoolClosed("the slot pool is closed")
             self._shrink_oversized()
             for index, source in enumerate(images):
-                image = source if isinstance(source, np.ndarray) else source.render()
+                image = pixels(source)
                 if index == len(self._slots):
                     self._slots.append(Slot(max(image.nbytes, 1), self._prefix))
                     self._peaks.append(0)
