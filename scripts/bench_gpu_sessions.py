@@ -49,7 +49,7 @@ from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from av import Packet, VideoFrame
 from bench_stream import wait_until_up
 from client import EncodedTrack, Received, StreamClient, encode_vp8, read_counter
-from loopback import free_port
+from loopback import end_process, free_port
 from tracking_metrics import MATCH_IOU, iou
 from tracking_sequences import build
 
@@ -376,12 +376,7 @@ def live_server(policy: str, max_sessions: int, logs: Path) -> Iterator[tuple[st
             wait_until_up(f"http://127.0.0.1:{port}", "livetrack", process)
             yield f"http://127.0.0.1:{port}", process.pid
         finally:
-            process.terminate()
-            try:
-                process.wait(30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+            end_process(process)
 
 
 async def bench(args: argparse.Namespace) -> dict[str, Any]:

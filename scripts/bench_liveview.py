@@ -54,7 +54,7 @@ import httpx
 import numpy as np
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from client import EncodedTrack, StreamClient, encode_vp8, read_counter, stamp_counter
-from loopback import free_port
+from loopback import end_process, free_port
 from scipy.optimize import linear_sum_assignment
 from tracking_metrics import iou
 from tracking_sequences import FACE_HEIGHT, Placement, RenderedFrame, Sequence
@@ -316,12 +316,7 @@ def running_server(gpu_policy: str, config: dict[str, Any], log: Path) -> Iterat
             time.sleep(0.3)
         yield url
     finally:
-        process.terminate()
-        try:
-            process.wait(30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(10)
+        end_process(process)
 
 
 def load_average() -> list[float]:

@@ -37,7 +37,7 @@ from typing import Any, TypeVar
 import httpx
 import websockets
 from client import EncodedTrack, StreamClient, encode_vp8, pattern, percentile
-from loopback import free_port
+from loopback import end_process, free_port
 
 REPO = Path(__file__).resolve().parent.parent
 WIDTH, HEIGHT, FPS = 1280, 720, 30.0
@@ -126,12 +126,7 @@ def server_process(plugins: Path, mode: str, logs: Path) -> Iterator[str]:
             time.sleep(0.2)
         yield url
     finally:
-        process.terminate()
-        try:
-            process.wait(30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        end_process(process)
 
 
 # -- the measuring side -----------------------------------------------------------------------

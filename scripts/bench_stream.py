@@ -44,7 +44,7 @@ from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from av import VideoFrame
 from client import EncodedTrack, Received, StreamClient, encode_vp8, pattern, percentile
-from loopback import free_port
+from loopback import end_process, free_port
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -298,12 +298,7 @@ def server_process(kind: str, plugins: Path, logs: Path) -> Iterator[str]:
         wait_until_up(url, kind, process)
         yield url
     finally:
-        process.terminate()
-        try:
-            process.wait(30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        end_process(process)
 
 
 def wait_until_up(url: str, kind: str, process: subprocess.Popen[bytes]) -> None:
