@@ -268,7 +268,8 @@ def serve_naive(plugins: Path, port: int) -> None:
     import uvicorn
 
     app = bare_app() if str(plugins) == "-" else naive_app(plugins)
-    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning")
+    # The loop and HTTP parser livetrack runs on (app/__main__.py), so the ceiling measures aiortc, not uvloop.
+    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", loop="asyncio", http="h11")
 
 
 # -- servers as child processes ---------------------------------------------------------------
