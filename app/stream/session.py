@@ -13,15 +13,16 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from aiortc import RTCConfiguration, RTCDataChannel, RTCIceServer, RTCPeerConnection, RTCSessionDescription
+from aiortc import RTCConfiguration, RTCDataChannel, RTCIceServer, RTCPeerConnection
 from aiortc.mediastreams import MediaStreamTrack
 
 from app.runtime.options_schema import OptionsError
 from app.runtime.registry import PluginState, utc_iso
 from app.runtime.runtime import PluginRuntime
 from app.stream.feeds import TrackFeed
-from app.stream.ice import connect_failure_reason, offered_addresses, sdp_candidates
-from app.stream.options import SessionOptions, host_options_only, merge_options, requested_plugin
+from app.stream.ice import connect_failure_reason, sdp_candidates
+from app.stream.options import SessionOptions
+from app.stream.peer import OfferError, answer_offer, close_peer, take_offer
 from app.stream.pixels import Resolution
 from app.stream.protocol import MessageError, TracksChannel, read_options
 from app.stream.pump import FramePump
@@ -30,18 +31,15 @@ from app.stream.tracking import PluginTracker
 
 logger = logging.getLogger(__name__)
 
-CLOSE_TIMEOUT_S = 5.0
 # A browser that cannot reach any offered address never connects and says nothing:
 # past this bound the session ends with a reason that says what to change.
 ICE_CONNECT_TIMEOUT_S = 15.0
 USABLE = (PluginState.INITIALIZED.value, PluginState.RUNNING.value)
 
 
-class OfferError(ValueError):
-    """An offer that cannot become a session (400); the message says what to change."""
-
-
 class Session:
+    """Composes the peer connection, the frame pump and the plugin step of one client; `close()` frees them."""
+
     def __init__(
         self,
         session_id: str,
@@ -77,28 +75,13 @@ class Session:
     def plugin(self) -> str:
         return self._tracker.plugin
 
-    @property
-    def options(self) -> SessionOptions:
-        return self._tracker.options
-
     # -- signalling -------------------------------------------------------------------
     async def answer(self, sdp: str, addresses: tuple[str, ...]) -> str:
         """Apply the client's offer and return the answer SDP (with its host candidates)."""
-        try:
-            await self.pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
-        except Exception as exc:  # aiortc rejects bad SDP with ValueError, AssertionError, KeyError...
-            what = f"{type(exc).__name__}: {str(exc)[:200]}"
-            raise OfferError(f"malformed SDP offer ({what}); send the SDP of an RTCPeerConnection offer") from None
+        await take_offer(self.pc, sdp)
         if self._pump is None:
             raise OfferError("the offer sends no video; add a video track (sendrecv, or sendonly for tracks only)")
-        try:
-            answer = await self.pc.createAnswer()
-            with offered_addresses(addresses):
-                await self.pc.setLocalDescription(answer)
-        except Exception as exc:  # an offer aiortc accepted but cannot answer (e.g. no codec in common)
-            what = f"{type(exc).__name__}: {str(exc)[:200]}"
-            raise OfferError(f"the offer cannot be answered ({what}); offer VP8 or H.264 video") from None
-        answer_sdp = str(self.pc.localDescription.sdp)
+        answer_sdp = await answer_offer(self.pc, addresses)
         self._offered = sdp_candidates(answer_sdp)
         logger.info(
             "session %s: ICE candidates offered: %s; the client's: %s",
@@ -150,20 +133,14 @@ class Session:
 
     def _on_message(self, message: str | bytes) -> None:
         try:
-            self._apply_options(read_options(message))
+            switched = self._tracker.apply_options(read_options(message))
         except MessageError as exc:
             self._channel.send_error(exc.code, str(exc))
+            return
         except OptionsError as exc:
             self._channel.send_error("invalid_options", str(exc))
-
-    def _apply_options(self, raw: dict[str, Any]) -> None:
-        plugin = requested_plugin(raw)
-        if plugin is not None and plugin not in self._runtime.registry:
-            raise MessageError("plugin_not_found", f"no plugin named {plugin[:100]!r}; GET /v1/plugins lists them")
-        # Checked against the schema of the plugin these options will reach (the new one on a switch).
-        plugin = self.plugin if plugin is None else plugin
-        current = self.options if plugin == self.plugin else host_options_only(self.options)
-        if self._tracker.use(plugin, merge_options(current, raw, self._runtime.options_schema(plugin))):
+            return
+        if switched:
             if self._pump is not None:
                 self._pump.clear_tracks()  # the old plugin's boxes are not drawn under the new one
             self.send_status()
@@ -235,19 +212,7 @@ class Session:
             self._feeds.clear()
             if self._pump is not None:
                 await self._pump.stop()
-            try:
-                async with asyncio.timeout(CLOSE_TIMEOUT_S):
-                    await self.pc.close()
-            except TimeoutError:
-                logger.warning(
-                    "session %s: peer connection did not close within %.0f s", self.session_id, CLOSE_TIMEOUT_S
-                )
-            except Exception:
-                # aiortc can fail to close a connection whose negotiation stopped half way
-                # (found by fuzzing mutated offers); the session must still end and free its plugin.
-                logger.warning(
-                    "session %s: the peer connection failed to close cleanly", self.session_id, exc_info=True
-                )
+            await close_peer(self.pc, self.session_id)
             await self._tracker.close()
         finally:
             self._pump = None

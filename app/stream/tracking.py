@@ -1,8 +1,9 @@
 """PluginTracker: the plugin step of a session's frame path (DESIGN 1), receive -> slot -> plugin -> draw -> send.
 
-It owns which plugin the session uses and with which options, runs that plugin on a
-frame (in its worker, through the supervisor), scales the boxes back to the frame's own
-pixels and publishes the `tracks` message to the data channel and the overlay feeds.
+It owns which plugin the session uses and with which options (a client's `options`
+message changes them), runs that plugin on a frame (in its worker, through the
+supervisor), scales the boxes back to the frame's own pixels and publishes the
+`tracks` message to the data channel and the overlay feeds.
 A plugin switch bumps a generation counter, so a result the old plugin was still
 computing is discarded rather than drawn or sent under the new plugin's name.
 """
@@ -18,9 +19,9 @@ from app.runtime.frames import Frame
 from app.runtime.runtime import PluginRuntime
 from app.stream.annotate import OverlayOptions, above
 from app.stream.feeds import TrackFeed
-from app.stream.options import SessionOptions
+from app.stream.options import SessionOptions, host_options_only, merge_options, requested_plugin
 from app.stream.pixels import Resolution, plugin_image, scale_tracks_back
-from app.stream.protocol import TracksChannel, tracks_message
+from app.stream.protocol import MessageError, TracksChannel, tracks_message
 from app.stream.pump import InputFrame
 
 logger = logging.getLogger(__name__)
@@ -59,10 +60,6 @@ class PluginTracker:
     def plugin(self) -> str:
         return self._plugin
 
-    @property
-    def options(self) -> SessionOptions:
-        return self._options
-
     def overlay(self) -> OverlayOptions:
         """What the client asked to see drawn, read for each output frame."""
         return self._options.overlay
@@ -87,9 +84,18 @@ class PluginTracker:
                 feed.put(text)
         return tracks
 
-    def use(self, plugin: str, options: SessionOptions) -> bool:
-        """Track with `plugin` and `options` from the next frame on; True when the plugin changed."""
-        self._options = options
+    def apply_options(self, raw: dict[str, Any]) -> bool:
+        """A client's `options` message, from the next frame on; True when it switched the plugin.
+
+        MessageError for an unknown plugin, OptionsError for options the plugin does not accept.
+        """
+        plugin = requested_plugin(raw)
+        if plugin is not None and plugin not in self._runtime.registry:
+            raise MessageError("plugin_not_found", f"no plugin named {plugin[:100]!r}; GET /v1/plugins lists them")
+        # Checked against the schema of the plugin these options will reach (the new one on a switch).
+        plugin = self._plugin if plugin is None else plugin
+        current = self._options if plugin == self._plugin else host_options_only(self._options)
+        self._options = merge_options(current, raw, self._runtime.options_schema(plugin))
         if plugin == self._plugin or self._closed:
             return False
         old = self._plugin

@@ -57,11 +57,11 @@ def tracker_on(runtime: PluginRuntime, feed: TrackFeed, max_resolution: tuple[in
 async def test_a_result_of_the_old_plugin_after_a_switch_is_neither_returned_nor_sent(runtime: PluginRuntime) -> None:
     feed = TrackFeed()
     tracker = tracker_on(runtime, feed, (1920, 1080))
-    assert tracker.use("delayed", SessionOptions(plugin_options={"delay_ms": 300})) is False
+    assert tracker.apply_options({"type": "options", "delay_ms": 300}) is False
     old_call = asyncio.create_task(tracker.track(blob_frame(0)))
     await asyncio.sleep(0)  # the task's first step: the frame is handed to the delayed plugin's batcher
     await until_sent_to_the_worker(runtime, "delayed")  # which answers after 300 ms
-    assert tracker.use("passthrough", SessionOptions()) is True
+    assert tracker.apply_options({"type": "options", "plugin": "passthrough"}) is True
     assert await old_call is None
     assert await tracker.track(blob_frame(1)) == []
     message = json.loads(await feed.get() or "")
