@@ -98,13 +98,16 @@ class PluginTracker:
         self._options = merge_options(current, raw, self._runtime.options_schema(plugin))
         if plugin == self._plugin or self._closed:
             return False
+        self._switch(plugin)
+        return True
+
+    def _switch(self, plugin: str) -> None:
         old = self._plugin
         logger.info("session %s: plugin %s -> %s", self._session_id, old, plugin)
         self._plugin_started(plugin)
         self._plugin = plugin
         self._generation += 1
         self._end_plugin(old)
-        return True
 
     async def close(self) -> None:
         """End the session's use of its plugin and wait until every worker dropped its state; idempotent."""
