@@ -14,7 +14,7 @@ from app.api.origins import origin_allowed
 from app.api.plugins import _read_body
 from app.runtime.options_schema import OptionsError
 from app.runtime.registry import UnknownPlugin
-from app.stream.session import OfferError
+from app.stream.peer import OfferError
 from app.stream.sessions import AtCapacity, SessionManager
 
 MAX_OFFER_BYTES = 64 * 1024

@@ -1,17 +1,19 @@
-"""The per-session frame pump of DESIGN 1: read, keep the newest, track, draw, send.
+"""The per-session frame pump of DESIGN 1: receive -> slot -> plugin -> draw -> send.
 
 Three parts run side by side, and none waits on another:
 
 - the reader task calls the peer's `track.recv()` back to back, so aiortc's own
   (unbounded) receive queue stays empty, and puts each frame in two size-1 slots;
 - the tracker task takes the newest frame from its slot and hands it to the
-  session's tracker (the plugin, in its worker); a frame replaced in the slot
+  session's `Tracker` (the plugin, in its worker); a frame replaced in the slot
   before it was taken was never processed and is counted as dropped;
 - the output track (`AnnotatedTrack`) is what the encoder reads: each `recv()`
   returns the next newest input frame with the newest tracks drawn on it, moved
   to that frame's time by each track's motion (`TrackMotion`), so the output
   keeps the input's frame rate whatever the plugin's speed, and the boxes stay
   on what they track between results.
+
+How the pump ended (the peer's track ended, or a server bug) is `FramePump.ended`.
 """
 
 from __future__ import annotations
@@ -19,9 +21,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from av import VideoFrame
@@ -45,9 +47,12 @@ class InputFrame:
     received_at: float
 
 
-# The session's tracker: the tracks for a frame, or None when it was not processed
-# (plugin not usable, the frame failed, or the session switched plugins meanwhile).
-Tracker = Callable[[InputFrame], Awaitable[list[dict[str, Any]] | None]]
+class Tracker(Protocol):
+    """The plugin step (app.stream.tracking.PluginTracker in a session)."""
+
+    async def track(self, entry: InputFrame) -> list[dict[str, Any]] | None:
+        """The tracks for a frame, or None when it was not processed
+        (plugin not usable, the frame failed, or the session switched plugins meanwhile)."""
 
 
 class LatestFrameSlot(Generic[T]):
@@ -91,32 +96,43 @@ class AnnotatedTrack(MediaStreamTrack):
 
     kind = "video"
 
-    def __init__(self, pump: FramePump) -> None:
+    def __init__(
+        self,
+        frames: LatestFrameSlot[InputFrame],
+        motion: TrackMotion,
+        overlay: Callable[[], OverlayOptions],
+        stats: SessionStats,
+    ) -> None:
         super().__init__()
-        self._pump = pump
+        self._frames = frames
+        self._motion = motion
+        self._overlay = overlay
+        self._stats = stats
 
     async def recv(self) -> VideoFrame:
         if self.readyState != "live":
             raise MediaStreamError
-        entry = await self._pump.outgoing.get()
+        entry = await self._frames.get()
         if entry is None:
             self.stop()
             raise MediaStreamError
-        overlay = self._pump.overlay()
-        placed = self._pump.motion.place(entry.received_at, overlay.motion)
+        overlay = self._overlay()
+        placed = self._motion.place(entry.received_at, overlay.motion)
         # Drawing is pixel work: in a thread, never on the loop. Nothing to draw, nothing to wait for.
         frame = await offload.off_loop(annotate, entry.frame, placed.tracks, overlay) if placed.tracks else entry.frame
-        self._pump.stats.frame_out(entry.received_at, time.monotonic(), placed.age_s)
+        self._stats.frame_out(entry.received_at, time.monotonic(), placed.age_s)
         return frame
 
     def stop(self) -> None:
         # aiortc's sender stops its track when the peer connection closes; the
         # frame held for the encoder is released with the slot.
         super().stop()
-        self._pump.outgoing.close()
+        self._frames.close()
 
 
 class FramePump:
+    """Reads `source`, feeds `tracker` and `output` (the track sent back); `stop()` frees it all."""
+
     def __init__(
         self,
         label: str,
@@ -124,18 +140,17 @@ class FramePump:
         tracker: Tracker,
         overlay: Callable[[], OverlayOptions],
         stats: SessionStats,
-        on_end: Callable[[str], None],
     ) -> None:
         self._label = label
         self._source = source
         self._tracker = tracker
-        self.overlay = overlay
-        self.stats = stats
-        self._on_end = on_end
-        self.to_track: LatestFrameSlot[InputFrame] = LatestFrameSlot()
-        self.outgoing: LatestFrameSlot[InputFrame] = LatestFrameSlot()
-        self.motion = TrackMotion()
-        self.output = AnnotatedTrack(self)
+        self._stats = stats
+        self._to_track: LatestFrameSlot[InputFrame] = LatestFrameSlot()
+        self._outgoing: LatestFrameSlot[InputFrame] = LatestFrameSlot()
+        self._motion = TrackMotion()
+        self.output = AnnotatedTrack(self._outgoing, self._motion, overlay, stats)
+        # Why the pump ended by itself (the reason the session closes with); cancelled by stop().
+        self.ended: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         self._reader: asyncio.Task[None] | None = None
         self._tracking: asyncio.Task[None] | None = None
 
@@ -145,7 +160,11 @@ class FramePump:
 
     def clear_tracks(self) -> None:
         """Draw nothing until the next processed frame (plugin failed or switched)."""
-        self.motion.clear()
+        self._motion.clear()
+
+    def _end(self, reason: str) -> None:
+        if not self.ended.done():
+            self.ended.set_result(reason)
 
     async def _read(self) -> None:
         reason = "the peer's video track ended"
@@ -155,42 +174,43 @@ class FramePump:
                 if not isinstance(frame, VideoFrame):
                     continue  # a remote video track only yields decoded frames; anything else is not ours to draw
                 now = time.monotonic()
-                entry = InputFrame(self.stats.frame_in(now), frame, now)
-                if self.to_track.put(entry):
-                    self.stats.frames_dropped += 1
-                self.outgoing.put(entry)
+                entry = InputFrame(self._stats.frame_in(now), frame, now)
+                if self._to_track.put(entry):
+                    self._stats.frames_dropped += 1
+                self._outgoing.put(entry)
         except MediaStreamError:
             pass  # the normal end of a remote track (aiortc puts None in its queue)
         except Exception:
             # A bug, not a peer's doing: log it with its traceback and end the session cleanly.
             logger.exception("session %s: frame reader failed", self._label)
             reason = "the server failed to read the video; see its log"
-        self._on_end(reason)
+        self._end(reason)
 
     async def _track(self) -> None:
         try:
-            while (entry := await self.to_track.get()) is not None:
-                tracks = await self._tracker(entry)
+            while (entry := await self._to_track.get()) is not None:
+                tracks = await self._tracker.track(entry)
                 if tracks is None:
-                    self.stats.frames_dropped += 1
-                    self.motion.clear()
+                    self._stats.frames_dropped += 1
+                    self._motion.clear()
                 else:
-                    self.stats.frame_processed(time.monotonic())
-                    self.motion.update(tracks, entry.received_at)
+                    self._stats.frame_processed(time.monotonic())
+                    self._motion.update(tracks, entry.received_at)
         except Exception:
             # The tracker never raises for a plugin's fault (the sandbox answers every call),
             # so this is a server bug: log it and end the session rather than stream untracked.
             logger.exception("session %s: tracker failed", self._label)
-            self._on_end("the server failed to track the video; see its log")
+            self._end("the server failed to track the video; see its log")
 
     async def stop(self) -> None:
         """Cancel both tasks, wait for them, free both slots; idempotent."""
-        self.to_track.close()
-        self.outgoing.close()
+        self.ended.cancel()  # a no-op once it ended by itself
+        self._to_track.close()
+        self._outgoing.close()
         self.output.stop()
         tasks = [t for t in (self._reader, self._tracking) if t is not None]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         self._reader = self._tracking = None
-        self.motion.clear()
+        self._motion.clear()

@@ -1,43 +1,45 @@
-"""Session: one browser's WebRTC peer connection, its frame pump, data channel and overlay feeds (DESIGN 4.3)."""
+"""Session: one browser's WebRTC peer connection, its frame pump, data channel and overlay feeds (DESIGN 4.3).
+
+The pixel path is the pump's (app/stream/pump.py) and the plugin step the tracker's
+(app/stream/tracking.py); the session answers the offer, applies the client's
+messages, reports the plugin's state and tears everything down.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from typing import Any
 
-from aiortc import RTCConfiguration, RTCDataChannel, RTCIceServer, RTCPeerConnection, RTCSessionDescription
+from aiortc import RTCConfiguration, RTCDataChannel, RTCIceServer, RTCPeerConnection
 from aiortc.mediastreams import MediaStreamTrack
 
-from app.runtime.frames import Frame
 from app.runtime.options_schema import OptionsError
 from app.runtime.registry import PluginState, utc_iso
 from app.runtime.runtime import PluginRuntime
-from app.stream.annotate import OverlayOptions, above
 from app.stream.feeds import TrackFeed
-from app.stream.ice import connect_failure_reason, offered_addresses, sdp_candidates
-from app.stream.options import SessionOptions, host_options_only, merge_options, requested_plugin
-from app.stream.pixels import Resolution, plugin_image, scale_tracks_back
-from app.stream.protocol import MessageError, TracksChannel, read_options, tracks_message
-from app.stream.pump import FramePump, InputFrame
+from app.stream.ice import connect_failure_reason, sdp_candidates
+from app.stream.options import SessionOptions
+from app.stream.peer import OfferError, answer_offer, close_peer, take_offer
+from app.stream.pixels import Resolution
+from app.stream.protocol import MessageError, TracksChannel, read_options
+from app.stream.pump import FramePump
 from app.stream.stats import SessionStats
+from app.stream.tracking import PluginTracker
 
 logger = logging.getLogger(__name__)
 
-CLOSE_TIMEOUT_S = 5.0
 # A browser that cannot reach any offered address never connects and says nothing:
 # past this bound the session ends with a reason that says what to change.
 ICE_CONNECT_TIMEOUT_S = 15.0
 USABLE = (PluginState.INITIALIZED.value, PluginState.RUNNING.value)
 
 
-class OfferError(ValueError):
-    """An offer that cannot become a session (400); the message says what to change."""
-
-
 class Session:
+    """Composes the peer connection, the frame pump and the plugin step of one client; `close()` frees them."""
+
     def __init__(
         self,
         session_id: str,
@@ -49,8 +51,6 @@ class Session:
         max_resolution: Resolution = (1920, 1080),
     ) -> None:
         self.session_id = session_id
-        self.plugin = plugin
-        self.options = options
         self.created_at = time.time()
         self.created_monotonic = time.monotonic()
         self.stats = SessionStats()
@@ -59,39 +59,29 @@ class Session:
         self.pc = RTCPeerConnection(RTCConfiguration(iceServers=ice_servers))
         self._runtime = runtime
         self._on_closed = on_closed
-        self._max_resolution = max_resolution
         self._pump: FramePump | None = None
         self._channel = TracksChannel()
         self._feeds: set[TrackFeed] = set()
-        self._endings: set[asyncio.Task[None]] = set()
+        self._tracker = PluginTracker(session_id, plugin, options, runtime, self._channel, self._feeds, max_resolution)
         self._close_task: asyncio.Task[None] | None = None
-        self._generation = 0  # bumped on a plugin switch: results of the old plugin are discarded
         self._connected = False
         self._offered: list[str] = []
         self._ice_deadline: asyncio.TimerHandle | None = None
         self.pc.on("track", self._on_track)
         self.pc.on("datachannel", self._on_datachannel)
         self.pc.on("connectionstatechange", self._on_connection_state)
-        self._plugin_started(plugin)
+
+    @property
+    def plugin(self) -> str:
+        return self._tracker.plugin
 
     # -- signalling -------------------------------------------------------------------
     async def answer(self, sdp: str, addresses: tuple[str, ...]) -> str:
         """Apply the client's offer and return the answer SDP (with its host candidates)."""
-        try:
-            await self.pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
-        except Exception as exc:  # aiortc rejects bad SDP with ValueError, AssertionError, KeyError...
-            what = f"{type(exc).__name__}: {str(exc)[:200]}"
-            raise OfferError(f"malformed SDP offer ({what}); send the SDP of an RTCPeerConnection offer") from None
+        await take_offer(self.pc, sdp)
         if self._pump is None:
             raise OfferError("the offer sends no video; add a video track (sendrecv, or sendonly for tracks only)")
-        try:
-            answer = await self.pc.createAnswer()
-            with offered_addresses(addresses):
-                await self.pc.setLocalDescription(answer)
-        except Exception as exc:  # an offer aiortc accepted but cannot answer (e.g. no codec in common)
-            what = f"{type(exc).__name__}: {str(exc)[:200]}"
-            raise OfferError(f"the offer cannot be answered ({what}); offer VP8 or H.264 video") from None
-        answer_sdp = str(self.pc.localDescription.sdp)
+        answer_sdp = await answer_offer(self.pc, addresses)
         self._offered = sdp_candidates(answer_sdp)
         logger.info(
             "session %s: ICE candidates offered: %s; the client's: %s",
@@ -115,9 +105,14 @@ class Session:
                 if transceiver.receiver.track is track:
                     transceiver.direction = "inactive"
             return
-        self._pump = FramePump(self.session_id, track, self.track, self.overlay, self.stats, self.request_close)
+        self._pump = FramePump(self.session_id, track, self._tracker, self._tracker.overlay, self.stats)
+        self._pump.ended.add_done_callback(self._on_pump_ended)
         self.pc.addTrack(self._pump.output)
         self._pump.start()
+
+    def _on_pump_ended(self, ended: asyncio.Future[str]) -> None:
+        if not ended.cancelled():  # cancelled: stopped by the teardown, which is under way
+            self.request_close(ended.result())
 
     def _on_connection_state(self) -> None:
         state = self.pc.connectionState
@@ -131,30 +126,6 @@ class Session:
         elif state in ("failed", "closed"):
             self.request_close(f"the peer connection {state}")
 
-    # -- tracking ---------------------------------------------------------------------
-    def overlay(self) -> OverlayOptions:
-        return self.options.overlay
-
-    async def track(self, entry: InputFrame) -> list[dict[str, Any]] | None:
-        """Run the session's plugin on one frame; None when it was not processed."""
-        generation, plugin = self._generation, self.plugin
-        supervisor = self._runtime.supervisor(plugin)
-        if supervisor is None or not supervisor.usable:
-            return None
-        image, scale = plugin_image(entry.frame, self._max_resolution)  # rendered in the sandbox's copy thread
-        pts = entry.frame.pts or 0
-        result = await supervisor.process(Frame(self.session_id, entry.index, pts, image, self.options.plugin_options))
-        if generation != self._generation or self.closed or not result.ok:
-            return None  # a failure reaches the client as a status message from the registry
-        tracks = scale_tracks_back(above(result.result["tracks"], self.options.overlay.min_score), scale)
-        if self._feeds or self._channel.open:
-            latency_ms = round((time.monotonic() - entry.received_at) * 1000, 3)
-            text = tracks_message(entry.index, pts, plugin, tracks, latency_ms)
-            self._channel.send(text)
-            for feed in self._feeds:
-                feed.put(text)
-        return tracks
-
     # -- data channel -----------------------------------------------------------------
     def _on_datachannel(self, channel: RTCDataChannel) -> None:
         if self._channel.attach(channel, self._on_message):
@@ -162,33 +133,17 @@ class Session:
 
     def _on_message(self, message: str | bytes) -> None:
         try:
-            self._apply_options(read_options(message))
+            switched = self._tracker.apply_options(read_options(message))
         except MessageError as exc:
             self._channel.send_error(exc.code, str(exc))
+            return
         except OptionsError as exc:
             self._channel.send_error("invalid_options", str(exc))
-
-    def _apply_options(self, raw: dict[str, Any]) -> None:
-        plugin = requested_plugin(raw)
-        if plugin is not None and plugin not in self._runtime.registry:
-            raise MessageError("plugin_not_found", f"no plugin named {plugin[:100]!r}; GET /v1/plugins lists them")
-        # Checked against the schema of the plugin these options will reach (the new one on a switch).
-        switch_to = plugin if plugin is not None and plugin != self.plugin else None
-        current = host_options_only(self.options) if switch_to else self.options
-        self.options = merge_options(current, raw, self._runtime.options_schema(switch_to or self.plugin))
-        if switch_to:
-            self._switch_plugin(switch_to)
-
-    def _switch_plugin(self, plugin: str) -> None:
-        old = self.plugin
-        logger.info("session %s: plugin %s -> %s", self.session_id, old, plugin)
-        self._plugin_started(plugin)
-        self.plugin = plugin
-        self._generation += 1
-        if self._pump is not None:
-            self._pump.clear_tracks()
-        self.send_status()
-        self._end_plugin(old)
+            return
+        if switched:
+            if self._pump is not None:
+                self._pump.clear_tracks()  # the old plugin's boxes are not drawn under the new one
+            self.send_status()
 
     # -- plugin state -----------------------------------------------------------------
     def plugin_state_changed(self, health: dict[str, Any]) -> None:
@@ -204,26 +159,6 @@ class Session:
             self._channel.send_status(record.state.value, record.reason)
         else:
             self._channel.send_status(health["state"], health["reason"])
-
-    def _plugin_started(self, plugin: str) -> None:
-        supervisor = self._runtime.supervisor(plugin)
-        if supervisor is not None:
-            supervisor.session_started()
-        else:  # a plugin with an invalid manifest has no supervisor; the registry still counts it
-            self._runtime.registry.session_started(plugin)
-
-    def _end_plugin(self, plugin: str) -> None:
-        supervisor = self._runtime.supervisor(plugin)
-        if supervisor is None:
-            self._runtime.registry.session_ended(plugin)
-            return
-        # Awaited, never cancelled, by close(): the worker drops this session's tracker state.
-        self._spawn_ending(supervisor.session_ended(self.session_id))
-
-    def _spawn_ending(self, work: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.create_task(work, name=f"session-end:{self.session_id}")
-        self._endings.add(task)
-        task.add_done_callback(self._endings.discard)
 
     # -- overlay consumers ------------------------------------------------------------
     def subscribe(self) -> TrackFeed:
@@ -277,21 +212,8 @@ class Session:
             self._feeds.clear()
             if self._pump is not None:
                 await self._pump.stop()
-            try:
-                async with asyncio.timeout(CLOSE_TIMEOUT_S):
-                    await self.pc.close()
-            except TimeoutError:
-                logger.warning(
-                    "session %s: peer connection did not close within %.0f s", self.session_id, CLOSE_TIMEOUT_S
-                )
-            except Exception:
-                # aiortc can fail to close a connection whose negotiation stopped half way
-                # (found by fuzzing mutated offers); the session must still end and free its plugin.
-                logger.warning(
-                    "session %s: the peer connection failed to close cleanly", self.session_id, exc_info=True
-                )
-            self._end_plugin(self.plugin)
-            await asyncio.gather(*self._endings, return_exceptions=True)
+            await close_peer(self.pc, self.session_id)
+            await self._tracker.close()
         finally:
             self._pump = None
             self._channel.detach()

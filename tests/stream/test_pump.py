@@ -38,17 +38,18 @@ class FakePeerTrack(MediaStreamTrack):
 
 
 class Pump:
+    """A pump whose tracker is this object: `result` for every frame, after `tracker_s` and the `gate`."""
+
     def __init__(self, source: FakePeerTrack, tracker_s: float, tracks: list[dict[str, Any]] | None = None) -> None:
         self.stats = SessionStats()
-        self.ended: list[str] = []
         self.tracked: list[int] = []
         self.tracker_s = tracker_s
         self.result = tracks
         self.gate = asyncio.Event()  # the tracker finishes no frame until this is set
         self.gate.set()
-        self.pump = FramePump("test", source, self.tracker, OverlayOptions, self.stats, self.ended.append)
+        self.pump = FramePump("test", source, self, OverlayOptions, self.stats)
 
-    async def tracker(self, entry: InputFrame) -> list[dict[str, Any]] | None:
+    async def track(self, entry: InputFrame) -> list[dict[str, Any]] | None:
         await asyncio.sleep(self.tracker_s)
         await self.gate.wait()
         self.tracked.append(entry.index)
@@ -79,8 +80,7 @@ async def test_a_busy_tracker_gets_the_newest_frame_and_the_rest_are_counted_dro
     harness = Pump(FakePeerTrack(count=60), tracker_s=0.0, tracks=[])
     harness.gate.clear()  # the tracker is busy with frame 0 while all 60 frames arrive
     harness.pump.start()
-    while not harness.ended:
-        await asyncio.sleep(0.01)
+    ended = await harness.pump.ended
     harness.gate.set()
     while len(harness.tracked) < 2:
         await asyncio.sleep(0.01)
@@ -88,14 +88,13 @@ async def test_a_busy_tracker_gets_the_newest_frame_and_the_rest_are_counted_dro
     assert harness.tracked == [0, 59]  # the first frame, then the newest: none queued in between
     stats = harness.stats
     assert (stats.frames_in, stats.frames_processed, stats.frames_dropped) == (60, 2, 58)
-    assert harness.ended == ["the peer's video track ended"]
+    assert ended == "the peer's video track ended"
 
 
 async def test_reader_never_waits_for_the_tracker() -> None:
     harness = Pump(FakePeerTrack(count=20), tracker_s=10.0)
     harness.pump.start()
-    while not harness.ended:
-        await asyncio.sleep(0.01)
+    await harness.pump.ended
     assert harness.stats.frames_in == 20  # all read while the first frame is still being tracked
     await harness.pump.stop()
 
@@ -125,6 +124,26 @@ async def test_stop_ends_the_output_track_and_is_idempotent() -> None:
         await harness.pump.output.recv()
     assert harness.pump.output.readyState == "ended"
     assert not [t for t in asyncio.all_tasks() if t.get_name().startswith("test:")]
+
+
+class BrokenTracker:
+    async def track(self, entry: InputFrame) -> list[dict[str, Any]] | None:
+        raise RuntimeError("a bug in the tracking step")
+
+
+async def test_a_failing_tracker_ends_the_pump_with_the_servers_reason() -> None:
+    pump = FramePump("test", FakePeerTrack(count=1000, interval=0.01), BrokenTracker(), OverlayOptions, SessionStats())
+    pump.start()
+    assert await pump.ended == "the server failed to track the video; see its log"
+    await pump.stop()
+
+
+async def test_a_pump_stopped_from_outside_says_it_did_not_end_by_itself() -> None:
+    harness = Pump(FakePeerTrack(count=1000, interval=0.01), tracker_s=0.0, tracks=[])
+    harness.pump.start()
+    await harness.pump.output.recv()
+    await harness.pump.stop()
+    assert harness.pump.ended.cancelled()
 
 
 def test_rate_meter_counts_the_last_window_and_falls_to_zero() -> None:
