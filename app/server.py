@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
@@ -17,7 +18,7 @@ from app.api.errors import EXCEPTION_HANDLERS
 from app.api.plugins import RunLimiter
 from app.config import Settings
 from app.health.hub import HealthHub
-from app.runtime import shm
+from app.runtime import offload, shm
 from app.runtime.runtime import PluginRuntime
 from app.stream.sessions import SessionManager
 
@@ -41,6 +42,8 @@ def build_routes() -> list[BaseRoute]:
 def create_app(settings: Settings) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
+        # Pixel work and aiortc's encoders run in this pool, below the loop's CPU priority.
+        asyncio.get_running_loop().set_default_executor(offload.background_pool())
         runtime = PluginRuntime(settings.plugins_dirs, settings.gpu_policy, settings.log_level, settings.ray_address)
         runtime.start()
         # One frame in flight per session, plus one single-image run per plugin.
