@@ -26,6 +26,7 @@ from typing import Any, TypeVar
 T = TypeVar("T")
 
 BACKGROUND_NICENESS = 10
+POOL_THREAD_PREFIX = "livetrack-background"
 # aiortc names the thread it starts for each received track "<kind>-decoder".
 _DECODER_SUFFIX = "-decoder"
 _lowered: weakref.WeakSet[threading.Thread] = weakref.WeakSet()
@@ -50,7 +51,7 @@ def lower_this_thread() -> None:
 
 def background_pool() -> ThreadPoolExecutor:
     """The loop's default pool: pixel work and aiortc's encoders, each thread below the loop's priority."""
-    return ThreadPoolExecutor(thread_name_prefix="livetrack-background", initializer=lower_this_thread)
+    return ThreadPoolExecutor(thread_name_prefix=POOL_THREAD_PREFIX, initializer=lower_this_thread)
 
 
 def lower_decoder_threads() -> None:

@@ -12,6 +12,7 @@ from pathlib import Path
 import httpx
 from aiortc import RTCPeerConnection
 
+from app.runtime import offload
 from app.runtime.runtime import PluginRuntime
 from app.stream.options import SessionOptions
 from app.stream.session import Session
@@ -98,9 +99,9 @@ def peer_connections() -> int:
 
 
 def threads() -> list[str]:
-    # The default executor's workers (aiortc encodes there, the pixel work runs there) are pooled,
-    # at most min(32, cpus + 4); under uvicorn's uvloop they are named uvloop_N.
-    return sorted(t.name for t in threading.enumerate() if not t.name.startswith(("asyncio_", "uvloop_")))
+    # The loop's default pool (aiortc encodes there, the pixel work runs there) is bounded,
+    # min(32, cpus + 4) threads, and grows to it as work comes.
+    return sorted(t.name for t in threading.enumerate() if not t.name.startswith(offload.POOL_THREAD_PREFIX))
 
 
 async def test_connect_disconnect_cycles_leave_nothing_behind(serve: Serve, tmp_path: Path) -> None:

@@ -72,7 +72,7 @@ async def test_a_streaming_server_lowers_its_codec_threads_not_its_loop(
     assert decoders, "no aiortc thread named video-decoder: lower_decoder_threads() matches nothing"
     assert any(niceness(t.native_id) == lowered(base) for t in decoders if t.native_id is not None)
     # Encoders (aiortc's run_in_executor(None)) and pixel work share the loop's default pool.
-    pool = [t for t in threads if t.name.startswith("livetrack-background") and t.native_id is not None]
+    pool = [t for t in threads if t.name.startswith(offload.POOL_THREAD_PREFIX) and t.native_id is not None]
     assert pool and all(niceness(t.native_id) == lowered(base) for t in pool if t.native_id is not None)
     assert server.thread.native_id is not None
     assert niceness(server.thread.native_id) == base, "the event loop's thread keeps its priority"
