@@ -15,17 +15,30 @@ import numpy as np
 
 
 class ImageSource(Protocol):
-    """An image the server renders only when it copies it into shared memory, in a thread."""
+    """An image the server renders only when it writes it into shared memory, in a thread."""
 
     @property
     def shape(self) -> tuple[int, int, int]: ...
 
-    def render(self) -> np.ndarray: ...
+    def render_into(self, target: np.ndarray) -> None:
+        """Write the H x W x 3 RGB pixels into `target`, an array of `shape`."""
 
 
 def pixels(image: np.ndarray | ImageSource) -> np.ndarray:
-    """The image as an H x W x 3 array, rendering it when it is an ImageSource (blocking: call it in a thread)."""
-    return image if isinstance(image, np.ndarray) else image.render()
+    """The image as an H x W x 3 array of its own (the Ray backend sends it; blocking: call it in a thread)."""
+    if isinstance(image, np.ndarray):
+        return image
+    target = np.empty(image.shape, np.uint8)
+    image.render_into(target)
+    return target
+
+
+def write_pixels(image: np.ndarray | ImageSource, target: np.ndarray) -> None:
+    """Put the image's pixels in `target` (blocking pixel work: call it in a thread)."""
+    if isinstance(image, np.ndarray):
+        np.copyto(target, image, casting="no")
+    else:
+        image.render_into(target)
 
 
 @dataclass(frozen=True)

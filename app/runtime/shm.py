@@ -10,6 +10,7 @@ worker exits (cpython issue 82300).
 from __future__ import annotations
 
 import _posixshmem
+import math
 import mmap
 import os
 import secrets
@@ -19,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from app.runtime.frames import ImageSource, pixels
+from app.runtime.frames import ImageSource, write_pixels
 
 
 class Slot:
@@ -28,9 +29,10 @@ class Slot:
         self.memory = shared_memory.SharedMemory(self.name, create=True, size=size)
         self.size = size
 
-    def write(self, image: np.ndarray) -> None:
+    def write(self, image: np.ndarray | ImageSource) -> None:
+        # Straight into the segment: a decoded frame is converted to RGB here, with no copy in between.
         target = np.ndarray(image.shape, dtype=np.uint8, buffer=self.memory.buf)
-        np.copyto(target, image, casting="no")
+        write_pixels(image, target)
         del target
 
     def destroy(self) -> None:
@@ -92,19 +94,19 @@ class SlotPool:
         self.retired: list[str] = []
 
     def fill(self, images: list[np.ndarray | ImageSource]) -> list[Slot]:
-        """Render and copy each image into its own slot, growing, shrinking or replacing slots as needed."""
+        """Write each image into its own slot, growing, shrinking or replacing slots as needed."""
         with self._lock:
             if self._closed:
                 raise SlotPoolClosed("the slot pool is closed")
             self._shrink_oversized()
-            for index, source in enumerate(images):
-                image = pixels(source)
+            for index, image in enumerate(images):
+                nbytes = math.prod(image.shape)  # uint8 pixels
                 if index == len(self._slots):
-                    self._slots.append(Slot(max(image.nbytes, 1), self._prefix))
+                    self._slots.append(Slot(max(nbytes, 1), self._prefix))
                     self._peaks.append(0)
-                elif self._slots[index].size < image.nbytes:
-                    self._replace(index, image.nbytes)
-                self._peaks[index] = max(self._peaks[index], image.nbytes)
+                elif self._slots[index].size < nbytes:
+                    self._replace(index, nbytes)
+                self._peaks[index] = max(self._peaks[index], nbytes)
                 self._slots[index].write(image)
             return self._slots[: len(images)]
 
