@@ -364,7 +364,8 @@ class PluginWorker:
             self._write(message)
         deadline_s = (limit_ms + (CALL_ALLOWANCE_MS if message is not None else 0)) / 1000
         try:
-            result = await asyncio.wait_for(asyncio.shield(answer), deadline_s)
+            async with asyncio.timeout(deadline_s):
+                result = await answer
         except TimeoutError:
             setting = "load_timeout_ms" if self._current == LOADING else "timeout_ms"
             return await self._killed_while_waiting(
