@@ -274,8 +274,9 @@ def serve_naive(plugins: Path, port: int) -> None:
 
 # -- servers as child processes ---------------------------------------------------------------
 @contextlib.contextmanager
-def server_process(kind: str, plugins: Path, logs: Path) -> Iterator[str]:
-    """Start livetrack (`python -m app`), the naive or the bare server on 127.0.0.1; yield its URL once it is up."""
+def server_process(kind: str, plugins: Path, logs: Path) -> Iterator[tuple[str, int]]:
+    """Start livetrack (`python -m app`), the naive or the bare server on 127.0.0.1; yield its URL and process id
+    once it is up."""
     port = free_port()
     if kind == "livetrack":
         command = [sys.executable, "-m", "app", "--port", str(port), "--plugins-dir", str(plugins)]
@@ -297,7 +298,7 @@ def server_process(kind: str, plugins: Path, logs: Path) -> Iterator[str]:
         process = subprocess.Popen(command, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
     try:
         wait_until_up(url, kind, process)
-        yield url
+        yield url, process.pid
     finally:
         end_process(process)
 
@@ -411,11 +412,11 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="livetrack-bench-") as folder:
         plugins = write_plugins(Path(folder), args.delay_ms)
         title = f"{args.clients} streams, {args.delay_ms:g} ms plugin, {args.duration:g} s"
-        with server_process("livetrack", plugins, logs) as url:
+        with server_process("livetrack", plugins, logs) as (url, pid):
             report["livetrack"] = await run_load(url, "delay", args.clients, args.duration, packets)
             show(f"livetrack (latest-frame-wins): {title}", report["livetrack"])
-            report["capacity"] = await capacity(url, args, packets)
-        with server_process("naive", plugins, logs) as url:
+            report["capacity"] = await capacity(url, pid, args, packets)
+        with server_process("naive", plugins, logs) as (url, _):
             report["naive"] = await run_load(url, "delay", args.clients, args.duration, packets)
             show(f"naive (plugin awaited inline in recv()): {title}", report["naive"])
 
@@ -446,9 +447,9 @@ async def capacity_report(args: argparse.Namespace, report: dict[str, Any], out:
     with tempfile.TemporaryDirectory(prefix="livetrack-bench-") as folder:
         plugins = write_plugins(Path(folder), args.delay_ms)
         for kind in ("livetrack", "bare"):
-            with server_process(kind, plugins, out / "logs") as url:
+            with server_process(kind, plugins, out / "logs") as (url, pid):
                 print(f"\n{kind}:")
-                report[f"capacity_{kind}"] = await capacity(url, args, packets)
+                report[f"capacity_{kind}"] = await capacity(url, pid, args, packets)
                 report[f"capacity_{kind}"]["load_average"] = os.getloadavg()
     held = {kind: report[f"capacity_{kind}"]["max_streams"] for kind in ("livetrack", "bare")}
     report["headline"] = {"streams_at_min_fps": held}
@@ -457,21 +458,50 @@ async def capacity_report(args: argparse.Namespace, report: dict[str, Any], out:
         f"\nheadline: 640x480@30 streams held at >= {args.min_fps:g} fps each: livetrack {held['livetrack']}, "
         f"bare aiortc loopback {held['bare']} (load average at end {report['machine']['load_at_end']})"
     )
+    both = str(min(held.values()))  # the most streams both held: CPU per frame at the same load
+    if all(both in report[f"capacity_{kind}"]["steps"] for kind in held):
+        cpu = {kind: report[f"capacity_{kind}"]["steps"][both]["server_cpu_ms_per_frame"] for kind in held}
+        report["headline"]["server_cpu_ms_per_frame"] = {"streams": int(both), **cpu}
+        print(
+            f"server CPU per frame sent back at {both} streams: livetrack {cpu['livetrack']:.2f} ms, bare "
+            f"{cpu['bare']:.2f} ms ({cpu['livetrack'] / cpu['bare']:.2f}x)"
+        )
     path = out / f"capacity-{time.strftime('%Y%m%d-%H%M%S')}.json"
     path.write_text(json.dumps(report, indent=2))
     print(f"written to {path}")
     return report
 
 
-async def capacity(url: str, args: argparse.Namespace, packets: list[bytes]) -> dict[str, Any]:
-    """Add pass-through streams until one falls below --min-fps over the last 10 s."""
+def cpu_seconds(pid: int) -> float:
+    """CPU time the server and its children (plugin workers) have used so far, from /proc (Linux)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    pids = [pid] + [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    total = 0.0
+    for each in pids:
+        with contextlib.suppress(OSError):  # a child that just exited
+            fields = Path(f"/proc/{each}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / tick  # utime, stime
+    return total
+
+
+async def capacity(url: str, pid: int, args: argparse.Namespace, packets: list[bytes]) -> dict[str, Any]:
+    """Add pass-through streams until one falls below --min-fps over the last 10 s.
+
+    Each step also reports the server's CPU per frame it sent back (its plugin workers included,
+    connection set-up and teardown too): the cost the count comes from."""
     steps: dict[str, Any] = {}
     best = args.from_streams - 1  # counts below --from-streams are taken to hold (a shortcut for long runs)
     for streams in range(args.from_streams, args.max_streams + 1):
+        used_before = cpu_seconds(pid)
         results = await run_load(url, "passthrough", streams, args.capacity_duration, packets)
+        frames_back = sum(r["fps_received"] for r in results) * args.capacity_duration
+        cpu_ms = round((cpu_seconds(pid) - used_before) * 1000 / max(frames_back, 1), 2)
         worst = min(r["fps_received_last_10s"] for r in results)
-        steps[str(streams)] = {"worst_fps": worst, "streams": results}
-        print(f"\npass-through: {streams} stream(s), worst received fps over the last 10 s: {worst:.1f}")
+        steps[str(streams)] = {"worst_fps": worst, "server_cpu_ms_per_frame": cpu_ms, "streams": results}
+        print(
+            f"\npass-through: {streams} stream(s), worst received fps over the last 10 s: {worst:.1f}; "
+            f"server CPU {cpu_ms:.2f} ms per frame sent back"
+        )
         if worst < args.min_fps:
             break
         best = streams
