@@ -44,6 +44,7 @@ def create_app(settings: Settings) -> Starlette:
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
         # Pixel work and aiortc's encoders run in this pool, below the loop's CPU priority.
         asyncio.get_running_loop().set_default_executor(offload.background_pool())
+        offload.single_threaded_opencv()
         runtime = PluginRuntime(settings.plugins_dirs, settings.gpu_policy, settings.log_level, settings.ray_address)
         runtime.start()
         # One frame in flight per session, plus one single-image run per plugin.
