@@ -37,10 +37,12 @@ def _flag(key: str, value: Any) -> bool:
 
 
 def _min_score(value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+    # An int is finite however large (JSON allows 10**400, which float() cannot hold): only the range applies.
+    not_a_number = isinstance(value, bool) or not isinstance(value, (int, float))
+    if not_a_number or (isinstance(value, float) and not math.isfinite(value)):
         raise OptionsError(f"option 'min_score' must be a number within 0..1, got {json.dumps(value)[:80]}")
-    if not 0.0 <= value <= 1.0:
-        raise OptionsError(f"option 'min_score' must be within 0..1, got {value}")
+    if not 0 <= value <= 1:
+        raise OptionsError(f"option 'min_score' must be within 0..1, got {json.dumps(value)[:80]}")
     return float(value)
 
 

@@ -39,6 +39,7 @@ def test_plugin_options_pass_through_without_type_and_plugin() -> None:
         ({"min_score": -0.1}, "-0.1"),
         ({"min_score": math.nan}, "'min_score'"),
         ({"min_score": True}, "'min_score'"),
+        ({"min_score": -(10**400)}, "within 0..1"),  # JSON allows it; float() cannot hold it
         ({"plugin": 3}, "'plugin'"),
         ({f"k{i}": i for i in range(65)}, "at most 64"),
         ({"blob": "x" * 9000}, "bytes"),
