@@ -49,7 +49,7 @@ from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from av import Packet, VideoFrame
 from bench_stream import wait_until_up
 from client import EncodedTrack, Received, StreamClient, encode_vp8, read_counter
-from loopback import end_process, free_port
+from loopback import end_process, free_port, process_cpu_seconds
 from tracking_metrics import MATCH_IOU, iou
 from tracking_sequences import build
 
@@ -66,7 +66,6 @@ COUNTER_STRIP = 48  # bottom rows holding the frame counter (client.stamp_counte
 SAMPLE_EVERY = 2  # returned frames kept for judging from pixels: every second one
 MAX_JUDGED = 30  # per session, evenly spread over the window: judging is ~5 ms a frame
 OVERLAY = {"labels": False, "ids": False}  # boxes only, so every drawn pixel is a box edge
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
 class BenchError(RuntimeError):
@@ -233,12 +232,6 @@ def plugin_busy_seconds(url: str) -> float:
     if match is None:
         raise BenchError("/metrics has no livetrack_plugin_execution_seconds_sum for the plugin")
     return float(match.group(1))
-
-
-def process_cpu_seconds(pid: int) -> float:
-    with open(f"/proc/{pid}/stat") as stat:
-        fields = stat.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime + stime
 
 
 def machine_busy_ticks() -> tuple[int, int]:

@@ -44,7 +44,7 @@ from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from av import VideoFrame
 from client import EncodedTrack, Received, StreamClient, encode_vp8, pattern, percentile
-from loopback import end_process, free_port
+from loopback import end_process, free_port, tree_cpu_seconds
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -472,18 +472,6 @@ async def capacity_report(args: argparse.Namespace, report: dict[str, Any], out:
     return report
 
 
-def cpu_seconds(pid: int) -> float:
-    """CPU time the server and its children (plugin workers) have used so far, from /proc (Linux)."""
-    tick = os.sysconf("SC_CLK_TCK")
-    pids = [pid] + [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
-    total = 0.0
-    for each in pids:
-        with contextlib.suppress(OSError):  # a child that just exited
-            fields = Path(f"/proc/{each}/stat").read_text().rsplit(")", 1)[1].split()
-            total += (int(fields[11]) + int(fields[12])) / tick  # utime, stime
-    return total
-
-
 async def capacity(url: str, pid: int, args: argparse.Namespace, packets: list[bytes]) -> dict[str, Any]:
     """Add pass-through streams until one falls below --min-fps over the last 10 s.
 
@@ -492,10 +480,10 @@ async def capacity(url: str, pid: int, args: argparse.Namespace, packets: list[b
     steps: dict[str, Any] = {}
     best = args.from_streams - 1  # counts below --from-streams are taken to hold (a shortcut for long runs)
     for streams in range(args.from_streams, args.max_streams + 1):
-        used_before = cpu_seconds(pid)
+        used_before = tree_cpu_seconds(pid)
         results = await run_load(url, "passthrough", streams, args.capacity_duration, packets)
         frames_back = sum(r["fps_received"] for r in results) * args.capacity_duration
-        cpu_ms = round((cpu_seconds(pid) - used_before) * 1000 / max(frames_back, 1), 2)
+        cpu_ms = round((tree_cpu_seconds(pid) - used_before) * 1000 / max(frames_back, 1), 2)
         worst = min(r["fps_received_last_10s"] for r in results)
         steps[str(streams)] = {"worst_fps": worst, "server_cpu_ms_per_frame": cpu_ms, "streams": results}
         print(

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import socket
 import subprocess
+from pathlib import Path
 
 
 def free_port() -> int:
@@ -22,3 +25,19 @@ def end_process(process: subprocess.Popen[bytes]) -> None:
     except subprocess.TimeoutExpired:
         process.kill()
         process.wait(10)
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) process `pid` has used so far, from /proc (Linux)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU time of process `pid` and its children (a server and its plugin workers) so far."""
+    children = [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    total = process_cpu_seconds(pid)
+    for child in children:
+        with contextlib.suppress(OSError):  # a child that just exited
+            total += process_cpu_seconds(child)
+    return total
