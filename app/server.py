@@ -42,7 +42,7 @@ def build_routes() -> list[BaseRoute]:
 def create_app(settings: Settings) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
-        # Pixel work and aiortc's encoders run in this pool, below the loop's CPU priority.
+        # Pixel work and aiortc's encoders run in this pool, a thread per core.
         asyncio.get_running_loop().set_default_executor(offload.background_pool())
         offload.single_threaded_opencv()
         runtime = PluginRuntime(settings.plugins_dirs, settings.gpu_policy, settings.log_level, settings.ray_address)

@@ -2,6 +2,7 @@
 
     python scripts/bench_loop.py                 # about 1.5 minutes
     python scripts/bench_loop.py --sessions 4 --duration 10
+    python scripts/bench_loop.py --clients-niceness 0   # clients at the server's priority
 
 The server runs as a child process with a probe task on its event loop: the probe sleeps
 PROBE_S and records how late it wakes (the loop's lag: the time anything else on the loop,
@@ -11,6 +12,11 @@ a WebSocket message, a REST answer, an RTP packet, waits behind the work before 
 - event-loop lag p50/p99 (the probe's overshoot);
 - health fan-out: a plugin restart asked over REST -> its state change on /v1/ws/health;
 - REST latency p50/p99 of GET /v1/plugins, one request at a time.
+
+The clients run in a process of their own, --clients-niceness (10) nice levels below the server:
+they stand in for browsers on other machines, and on this machine's two cores, at the server's
+priority, they would take its CPU and measure the scheduler's share between them rather than
+the server. The probes run in this process, at the server's priority.
 
 Three runs in one go: `inline`, the per-frame pixel work (rgb conversion, the copy into shared
 memory, drawing) run on the loop as before issue 12, the baseline; `threads`, as shipped; and
@@ -162,26 +168,81 @@ async def rest_latency(url: str, until: float) -> list[float]:
     return taken
 
 
-async def measure(url: str, sessions: int, duration: float, packets: list[bytes], bare: bool) -> dict[str, Any]:
+async def stream(url: str, sessions: int, warmup_s: float) -> None:
+    """The clients' process: stream `sessions` to colorblob; after `warmup_s` print how many frames came back,
+    then again on each line read from stdin, until stdin closes."""
+    packets = await asyncio.to_thread(encode_vp8, pattern(WIDTH, HEIGHT), FPS, int(3 * FPS))
     clients = [StreamClient(url, "colorblob", EncodedTrack(packets, FPS)) for _ in range(sessions)]
     try:
         for client in clients:
             await client.start()
-        await asyncio.sleep(3.0)  # connected and streaming before the window opens
+        await asyncio.sleep(warmup_s)  # connected and streaming before the window opens
+        while True:
+            print(sum(len(c.received) for c in clients), flush=True)
+            if not await asyncio.to_thread(sys.stdin.readline):
+                break
+    finally:
+        for client in clients:
+            await client.close()
+
+
+class ClientsProcess:
+    """The clients in their own process, `niceness` below this one: they stand in for browsers on other
+    machines, so they must not take the CPU from the server they load, nor from this process's probes."""
+
+    def __init__(self, url: str, sessions: int, niceness: int, logs: Path) -> None:
+        command = [sys.executable, __file__, "--clients", url, "--sessions", str(sessions)]
+        with open(logs / "loop-clients.log", "ab") as log:
+            self.process = subprocess.Popen(
+                command,
+                cwd=REPO,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=log,
+                preexec_fn=lambda: os.nice(niceness),  # in the child only: this process keeps its priority
+            )
+
+    async def frames_received(self) -> int:
+        """Frames back so far, over all sessions (the first call waits for the warm-up)."""
+        assert self.process.stdout is not None
+        line = await asyncio.to_thread(self.process.stdout.readline)
+        if not line:
+            raise SystemExit("the clients ended early; see bench-results/logs/loop-clients.log")
+        return int(line)
+
+    async def ask(self) -> int:
+        assert self.process.stdin is not None
+        self.process.stdin.write(b"report\n")
+        self.process.stdin.flush()
+        return await self.frames_received()
+
+    def close(self) -> None:
+        if self.process.stdin is not None:
+            self.process.stdin.close()
+        try:
+            self.process.wait(30)
+        except subprocess.TimeoutExpired:
+            end_process(self.process)
+
+
+async def measure(url: str, args: argparse.Namespace, logs: Path, bare: bool) -> dict[str, Any]:
+    clients = ClientsProcess(url, args.sessions, args.clients_niceness, logs)
+    try:
+        received_before = await clients.frames_received()
         async with httpx.AsyncClient(base_url=url, timeout=30) as http:
             await http.get("/bench/lag?reset=1")
-            received_before = sum(len(c.received) for c in clients)
             started = time.monotonic()
             if bare:
                 rest, fanout = [float("nan")], [float("nan")]
-                await asyncio.sleep(duration)
+                await asyncio.sleep(args.duration)
             else:
                 rest, fanout = await asyncio.gather(
-                    rest_latency(url, started + duration), health_fanout(url, max(3, int(duration / 2)), 1.0)
+                    rest_latency(url, started + args.duration),
+                    health_fanout(url, max(3, int(args.duration / 2)), 1.0),
                 )
             elapsed = time.monotonic() - started
             lag = (await http.get("/bench/lag?reset=1")).json()
-        received = sum(len(c.received) for c in clients) - received_before
+        received = await clients.ask() - received_before
         return {
             "loop_lag_ms": {"p50": round(lag["p50"], 2), "p99": round(lag["p99"], 2), "samples": lag["count"]},
             "health_fanout_ms": {
@@ -190,12 +251,11 @@ async def measure(url: str, sessions: int, duration: float, packets: list[bytes]
                 "samples": len(fanout),
             },
             "rest_ms": {"p50": round(percentile(rest, 0.5), 1), "p99": round(percentile(rest, 0.99), 1)},
-            "fps_received_per_session": round(received / elapsed / sessions, 1),
+            "fps_received_per_session": round(received / elapsed / args.sessions, 1),
             "load_average": os.getloadavg(),
         }
     finally:
-        for client in clients:
-            await client.close()
+        clients.close()
 
 
 def show(name: str, figures: dict[str, Any]) -> None:
@@ -212,9 +272,7 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
     logs = out / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     report: dict[str, Any] = {"machine": {"cpus": os.cpu_count(), "load_at_start": os.getloadavg()}}
-    report["settings"] = {k: v for k, v in vars(args).items() if k not in ("serve", "plugins", "mode")}
-    print(f"pre-encoding {WIDTH}x{HEIGHT} VP8 for the clients...")
-    packets = await asyncio.to_thread(encode_vp8, pattern(WIDTH, HEIGHT), FPS, int(3 * FPS))
+    report["settings"] = {k: v for k, v in vars(args).items() if k not in ("serve", "plugins", "mode", "clients")}
     with tempfile.TemporaryDirectory(prefix="livetrack-bench-loop-") as folder:
         plugins = Path(folder)
         (plugins / "colorblob").symlink_to(REPO / "plugins" / "colorblob")
@@ -227,10 +285,13 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
         }
         (plugins / "probe" / "manifest.json").write_text(json.dumps(manifest))
         (plugins / "probe" / "plugin.py").write_text(PROBE_PLUGIN)
-        print(f"{args.sessions} sessions of {WIDTH}x{HEIGHT}@{FPS:g} on colorblob, {args.duration:g} s each run")
+        print(
+            f"{args.sessions} sessions of {WIDTH}x{HEIGHT}@{FPS:g} on colorblob, {args.duration:g} s each run, "
+            f"clients {args.clients_niceness} nice levels below the server"
+        )
         for mode in ("inline", "threads", "bare"):
             with server_process(plugins, mode, logs) as url:
-                report[mode] = await measure(url, args.sessions, args.duration, packets, mode == "bare")
+                report[mode] = await measure(url, args, logs, mode == "bare")
             show(mode, report[mode])
     before, after = report["inline"]["loop_lag_ms"]["p99"], report["threads"]["loop_lag_ms"]["p99"]
     report["headline"] = {
@@ -252,13 +313,23 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sessions", type=int, default=8)
     parser.add_argument("--duration", type=float, default=20.0, help="seconds measured per run")
+    parser.add_argument(
+        "--clients-niceness",
+        type=int,
+        default=10,
+        help="how many nice levels below the server the clients run (0: the same priority)",
+    )
     parser.add_argument("--out", default=str(REPO / "bench-results"))
+    parser.add_argument("--clients", metavar="URL", help=argparse.SUPPRESS)
     parser.add_argument("--serve", type=int, metavar="PORT", help=argparse.SUPPRESS)
     parser.add_argument("--plugins", help=argparse.SUPPRESS)
     parser.add_argument("--mode", choices=("inline", "threads", "bare"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.serve is not None:
         serve(args.serve, Path(args.plugins), args.mode)
+        return 0
+    if args.clients is not None:
+        asyncio.run(stream(args.clients, args.sessions, warmup_s=3.0))
         return 0
     asyncio.run(bench(args))
     return 0

@@ -169,12 +169,8 @@ class FramePump:
     async def _read(self) -> None:
         reason = "the peer's video track ended"
         try:
-            first = True
             while True:
                 frame = await self._source.recv()
-                if first:  # its decoder thread runs by now: below the loop's priority, as the encoders
-                    offload.lower_decoder_threads()
-                    first = False
                 if not isinstance(frame, VideoFrame):
                     continue  # a remote video track only yields decoded frames; anything else is not ours to draw
                 now = time.monotonic()

@@ -100,7 +100,7 @@ def peer_connections() -> int:
 
 def threads() -> list[str]:
     # The loop's default pool (aiortc encodes there, the pixel work runs there) is bounded,
-    # min(32, cpus + 4) threads, and grows to it as work comes.
+    # one thread per usable core, and grows to it as work comes.
     return sorted(t.name for t in threading.enumerate() if not t.name.startswith(offload.POOL_THREAD_PREFIX))
 
 
