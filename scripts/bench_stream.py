@@ -519,6 +519,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.quick:
         args.duration, args.capacity_duration, args.max_streams = 20.0, LAST_S, min(args.max_streams, 3)
+    if args.from_streams > args.max_streams:
+        parser.error("--from-streams is past --max-streams: no step would run")
     if args.duration < LAST_S or args.capacity_duration < LAST_S:
         parser.error(f"--duration and --capacity-duration must be at least {LAST_S:g} s")
     asyncio.run(bench(args))
