@@ -41,7 +41,9 @@ client_messages = st.one_of(
 
 @pytest.fixture(scope="module")
 def health_ws(server: LiveServer) -> Iterator[ClientConnection]:
-    with connect(server.ws_url + "/v1/ws/health", max_size=None) as ws:
+    # Unbounded queue: the other tests' state changes pile up unread here, and a full queue would stop
+    # this client reading, so the server's closing frame would wait behind them for the 10 s close timeout.
+    with connect(server.ws_url + "/v1/ws/health", max_size=None, max_queue=None) as ws:
         assert json.loads(ws.recv(timeout=10))["type"] == "snapshot"
         yield ws
 
