@@ -14,16 +14,11 @@ from typing import Any
 import pytest
 
 from app.runtime.runtime import PluginRuntime
+from tests.gpu.helpers import cuda_missing
 from tests.helpers import REASON
 
 REPO = Path(__file__).resolve().parents[2]
 VIDEOTRACKER = REPO / "plugins" / "videotracker"
-
-
-def cuda_available() -> bool:
-    # Asked in a child so that this test process never initialises CUDA.
-    probe = "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)"
-    return subprocess.run([sys.executable, "-c", probe], capture_output=True).returncode == 0
 
 
 async def load(plugins_dir: Path, gpu_policy: str) -> dict[str, Any]:
@@ -88,7 +83,7 @@ def test_without_facenet_pytorch_it_is_unavailable_with_the_install_command(tmp_
     )
 
 
-@pytest.mark.skipif(cuda_available(), reason="this machine has a CUDA GPU")
+@pytest.mark.skipif(cuda_missing() is None, reason="this machine has a CUDA GPU")
 async def test_require_on_a_cpu_machine_is_unavailable_with_the_cuda_reason() -> None:
     health = await load(REPO / "plugins", "require")
     assert health["state"] == "UNAVAILABLE"
@@ -98,7 +93,7 @@ async def test_require_on_a_cpu_machine_is_unavailable_with_the_cuda_reason() ->
     )
 
 
-@pytest.mark.skipif(cuda_available(), reason="this machine has a CUDA GPU")
+@pytest.mark.skipif(cuda_missing() is None, reason="this machine has a CUDA GPU")
 async def test_auto_on_a_cpu_machine_runs_on_cpu_degraded() -> None:
     health = await load(REPO / "plugins", "auto")
     assert health["state"] == "INITIALIZED"
