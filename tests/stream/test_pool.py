@@ -28,6 +28,7 @@ async def test_pool_work_never_runs_on_more_threads_than_cores() -> None:
     running = 0
     most = 0
     lock = threading.Lock()
+    all_cores_busy = threading.Event()
     release = threading.Event()
 
     def job() -> None:
@@ -35,6 +36,8 @@ async def test_pool_work_never_runs_on_more_threads_than_cores() -> None:
         with lock:
             running += 1
             most = max(most, running)
+            if running == cores:
+                all_cores_busy.set()
         release.wait(10)
         with lock:
             running -= 1
@@ -42,7 +45,9 @@ async def test_pool_work_never_runs_on_more_threads_than_cores() -> None:
     with offload.background_pool() as pool:
         loop = asyncio.get_running_loop()
         jobs = [loop.run_in_executor(pool, job) for _ in range(cores + 4)]
-        await asyncio.sleep(0.2)  # a pool without the bound starts a thread per job in this time
+        assert await asyncio.to_thread(all_cores_busy.wait, 10), "the pool never ran a job per core"
+        # The other jobs are queued, not running: a pool without the bound starts them within this window.
+        await asyncio.sleep(0.2)
         release.set()
         await asyncio.gather(*jobs)
     assert most == cores
