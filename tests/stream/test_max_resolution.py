@@ -8,21 +8,16 @@ from pathlib import Path
 import numpy as np
 from av import VideoFrame
 
-from app.stream.pixels import PluginImage, fit_scale, plugin_image, scale_tracks_back
+from app.runtime.frames import pixels
+from app.stream.pixels import fit_scale, plugin_image, scale_tracks_back
 from tests.conftest import LiveServer
 from tests.stream.helpers import Clients, client, plugins_dir
-
-
-def rendered(image: PluginImage) -> np.ndarray:
-    target = np.empty(image.shape, np.uint8)
-    image.render_into(target)
-    return target
 
 
 def test_a_frame_over_the_limit_is_downscaled_in_either_orientation() -> None:
     landscape = VideoFrame.from_ndarray(np.zeros((1440, 2560, 3), np.uint8), format="rgb24")
     image, scale = plugin_image(landscape, (1280, 720))
-    assert image.shape == rendered(image).shape == (720, 1280, 3) and scale == 0.5
+    assert image.shape == pixels(image).shape == (720, 1280, 3) and scale == 0.5
     portrait = VideoFrame.from_ndarray(np.zeros((1920, 1080, 3), np.uint8), format="rgb24")
     assert plugin_image(portrait, (1920, 1080))[1] == 1.0  # a phone held upright is within 1920x1080
     assert fit_scale(640, 480, (1920, 1080)) == 1.0
@@ -55,4 +50,4 @@ def test_a_decoded_frame_renders_to_the_colours_swscale_gives() -> None:
     image, _ = plugin_image(decoded, (1920, 1080))
     reference = decoded.to_ndarray(format="rgb24")
     assert image.shape == (480, 640, 3)
-    assert int(np.abs(rendered(image).astype(int) - reference.astype(int)).max()) <= 3
+    assert int(np.abs(pixels(image).astype(int) - reference.astype(int)).max()) <= 3
